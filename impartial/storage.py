@@ -1,0 +1,66 @@
+"""Atomic file writes: a crash mid-save never leaves a half-written file behind.
+
+Every writer goes to a temporary file in the target's folder and is renamed over the
+target only when complete (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
+
+    The temporary name keeps the target's suffix so libraries that choose a format by
+    extension (tifffile, PIL) behave as they would on the final name.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(target: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    write_bytes(target, text.encode("utf-8"))
+
+
+def write_json(target: str | Path, value: Any) -> None:
+    """Write ``value`` as indented JSON to ``target`` atomically."""
+    write_text(target, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def write_with(target: str | Path, writer: Callable[[BinaryIO], None]) -> None:
+    """Atomically write whatever ``writer`` puts into a binary stream."""
+    buffer = io.BytesIO()
+    writer(buffer)
+    write_bytes(target, buffer.getvalue())
+
+
+def write_npz(target: str | Path, compress: bool = True, **arrays: np.ndarray) -> None:
+    """Atomically save arrays as an ``.npz`` archive (loadable with ``allow_pickle=False``)."""
+    save = np.savez_compressed if compress else np.savez
+    write_with(target, lambda stream: save(stream, **arrays))
