@@ -286,12 +286,12 @@ def quick_config(**overrides: Any) -> RunConfig:
         predict=PredictConfig(mcdrop=4, tile=512, overlap=32, batch=2),
         preset="quick",
     )
-    return _with(config, overrides)
+    return apply_overrides(config, overrides)
 
 
 def full_config(**overrides: Any) -> RunConfig:
     """The paper's settings (GPU): depth 4, base 64, 4096 patches of 128 px per epoch."""
-    return _with(RunConfig(preset="full"), overrides)
+    return apply_overrides(RunConfig(preset="full"), overrides)
 
 
 PRESETS = {"quick": quick_config, "full": full_config}
@@ -310,7 +310,7 @@ def preset_config(name: str, tasks: str | list[TaskConfig] = "whole_cell", **ove
     return config.validate()
 
 
-def _with(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Apply ``section.field`` or top-level overrides, e.g. ``{"train.epochs": 3}``."""
     for key, value in overrides.items():
         section, _, name = key.rpartition(".")

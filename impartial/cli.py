@@ -1,0 +1,285 @@
+"""Command line: ``impartial demo | scribbles | train | predict | evaluate``.
+
+Flags are named like the original's (``--epochs --batch --lr --wfore --wback --wrec --wreg --ratio
+--nsaves --mcdrop``); they override a ``--config`` JSON file, which overrides the ``--preset``.
+Bad input ends with one line naming the file and the problem, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import PRESETS, TASK_PRESETS, RunConfig, apply_overrides, preset_config
+from .dataset import TrainingImage
+from .errors import InputError
+
+# flag -> (config field, type, help)
+CONFIG_FLAGS = {
+    "epochs": ("train.epochs", int, "training epochs over all ensemble cycles"),
+    "batch": ("train.batch", int, "patches per optimisation step"),
+    "lr": ("train.lr", float, "Adam learning rate"),
+    "wfore": ("train.wfore", float, "weight of the foreground scribble loss"),
+    "wback": ("train.wback", float, "weight of the background scribble loss"),
+    "wrec": ("train.wrec", float, "weight of the blind-spot reconstruction loss"),
+    "wreg": ("train.wreg", float, "weight of the smoothness loss"),
+    "ratio": ("train.ratio", float, "fraction of pixels kept per channel (1 - ratio become blind spots)"),
+    "nsaves": ("train.nsaves", int, "checkpoint-ensemble cycles"),
+    "patience": ("train.patience", int, "epochs without validation improvement before a cycle ends"),
+    "patch": ("train.patch", int, "patch side in pixels"),
+    "patches-per-epoch": ("train.patches_per_epoch", int, "patches sampled per epoch"),
+    "max-minutes": ("train.max_minutes", float, "time budget of the run in minutes (0 = none)"),
+    "seed": ("train.seed", int, "random seed: the same seed repeats a run"),
+    "device": ("train.device", str, "auto (CUDA when present), cuda or cpu"),
+    "rec-loss": ("train.rec_loss", str, "gaussian (the method's) or mixture"),
+    "preview-every": ("train.preview_every", int, "epochs between preview predictions"),
+    "threads": ("train.threads", int, "CPU threads (0 = torch's default)"),
+    "depth": ("model.depth", int, "U-Net depth"),
+    "base": ("model.base", int, "U-Net channels at the first level"),
+    "dropout": ("model.dropout", float, "dropout probability (also used for MC dropout)"),
+    "mcdrop": ("predict.mcdrop", int, "MC-dropout passes per checkpoint"),
+    "tile": ("predict.tile", int, "prediction tile side"),
+    "overlap": ("predict.overlap", int, "overlap between prediction tiles"),
+    "instances": ("instances.method", str, "watershed (nucleus-seeded) or threshold (the method's step)"),
+    "threshold": ("instances.threshold", float, "cell probability threshold (default: chosen on validation)"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except InputError as error:
+        print(f"impartial: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="impartial", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="write a synthetic demo dataset (images, labels, scribbles, files.csv)")
+    demo.add_argument("--out", type=Path, required=True, help="folder to write into")
+    demo.add_argument("--images", type=int, default=4, help="number of images (the last is the test image)")
+    demo.add_argument("--size", type=int, default=256, help="image side in pixels")
+    demo.add_argument("--fraction", type=float, default=0.2, help="fraction of cells to scribble")
+    demo.add_argument("--tasks", choices=sorted(TASK_PRESETS), default="whole_cell")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(command=run_demo)
+
+    scribbles = commands.add_parser("scribbles", help="automatic scribbles from ground-truth labels")
+    scribbles.add_argument("--files", type=Path, required=True, help="files.csv with image and labels columns")
+    scribbles.add_argument("--out", type=Path, required=True, help="folder for scribble files and the new files.csv")
+    scribbles.add_argument("--fraction", type=float, default=0.2, help="fraction of cells to scribble")
+    scribbles.add_argument("--seed", type=int, default=0)
+    scribbles.set_defaults(command=run_scribbles)
+
+    train = commands.add_parser("train", help="train a run from scribbled images")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--files", type=Path, help="files.csv: image, scribbles, optional labels, group")
+    source.add_argument("--project", type=Path, help="a dashboard project folder (the run appears in the dashboard)")
+    train.add_argument("--out", type=Path, help="run folder (default with --project: a new one in the project)")
+    train.add_argument("--init-from", type=Path, help="fine-tune from this earlier run folder")
+    _add_config_flags(train)
+    train.set_defaults(command=run_train)
+
+    predict = commands.add_parser("predict", help="predict images with a trained run")
+    predict.add_argument("--run", type=Path, required=True, help="run folder")
+    predict.add_argument("--out", type=Path, required=True, help="output folder")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
+    predict.add_argument("--mcdrop", type=int, help="MC-dropout passes per checkpoint (default: the run's)")
+    predict.add_argument("--formats", default="npz,csv,tiff,roi", help="comma-separated: npz, csv, tiff, roi")
+    predict.set_defaults(command=run_predict)
+
+    evaluate = commands.add_parser("evaluate", help="score a run against ground-truth labels")
+    evaluate.add_argument("--run", type=Path, required=True, help="run folder")
+    evaluate.add_argument("--files", type=Path, required=True, help="files.csv with a labels column")
+    evaluate.add_argument("--group", default="test", help="rows of this group (all: every row)")
+    evaluate.add_argument("--instances", choices=["watershed", "threshold"], help="override the instance method")
+    evaluate.add_argument("--mcdrop", type=int, help="MC-dropout passes per checkpoint (default: the run's)")
+    evaluate.set_defaults(command=run_evaluate)
+    return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="JSON config (a run's config.json works)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                        help="quick: CPU, interactive; full: the paper's settings (GPU)")
+    parser.add_argument("--tasks", choices=sorted(TASK_PRESETS), help="task preset (default whole_cell)")
+    parser.add_argument("--channels", nargs="+", help="channel names, in image order")
+    for flag, (_, kind, text) in CONFIG_FLAGS.items():
+        parser.add_argument(f"--{flag}", type=kind, help=text)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Preset, then config file, then flags."""
+    if args.config:
+        config = RunConfig.load(args.config)
+        if args.tasks:
+            config.tasks = TASK_PRESETS[args.tasks]()
+    else:
+        config = preset_config(args.preset, args.tasks or "whole_cell")
+    if args.channels:
+        config.channels = list(args.channels)
+    overrides = {field: getattr(args, flag.replace("-", "_")) for flag, (field, _, _) in CONFIG_FLAGS.items()}
+    return apply_overrides(config, {key: value for key, value in overrides.items() if value is not None}).validate()
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import write_demo_dataset
+
+    files = write_demo_dataset(args.out, n_images=args.images, size=args.size, fraction=args.fraction,
+                               tasks=args.tasks, seed=args.seed)
+    print(f"wrote {args.images} images and {files}")
+    return 0
+
+
+def run_scribbles(args: argparse.Namespace) -> int:
+    from .demo import scribble_files
+
+    files = scribble_files(args.files, args.out, fraction=args.fraction, seed=args.seed)
+    print(f"wrote scribbles and {files}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .train import Trainer
+
+    config = config_from_args(args)
+    if args.project:
+        project = _open_project_folder(args.project)
+        if not args.channels:
+            config.channels = list(project.meta["channels"])
+        if not args.tasks and not args.config:
+            config.tasks = project.config_defaults().tasks
+        dataset, run_dir = project.training_set(config), args.out or project.new_run_dir()
+    else:
+        if args.out is None:
+            raise InputError("--out RUN_DIR is needed with --files")
+        dataset, run_dir = load_training_set(args.files, config), args.out
+    with _ProgressBar(config.train.epochs) as bar:
+        trainer = Trainer(config, dataset, run_dir, on_event=bar.update, init_from=args.init_from,
+                          preview_image=None)
+        try:
+            run = trainer.run()
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: run the same command again to resume {run_dir}", file=sys.stderr)
+            return 130
+    status = run.status
+    print(f"{status['state']}: {status.get('message', '')}; {len(run.checkpoints)} checkpoint(s), "
+          f"thresholds {run.thresholds} -> {run.dir}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .io import read_image
+    from .pipeline import export_segmentation, segment
+    from .runs import Run
+
+    run = Run.load(args.run)
+    formats = tuple(name.strip() for name in args.formats.split(",") if name.strip())
+    for path in args.images:
+        raw = read_image(path, n_channels=run.config.n_channels)
+        segmentation = segment(run, _normalize(raw), mcdrop=args.mcdrop)
+        written = export_segmentation(args.out, path.stem, raw, segmentation, run.config.channels, formats)
+        print(f"{path.name}: {int(segmentation.cells.max())} cells -> {', '.join(p.name for p in written.values())}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .io import read_files_csv, read_image, read_labels
+    from .metrics import evaluate
+    from .pipeline import segment
+    from .runs import Run
+
+    run = Run.load(args.run)
+    instance_config = run.instance_config()
+    if args.instances:
+        instance_config.method = args.instances
+    table = read_files_csv(args.files)
+    if args.group != "all":
+        table = table[table["group"] == args.group]
+    if "labels" not in table or table["labels"].isna().all() or table.empty:
+        raise InputError(f"no labelled rows in group '{args.group}'", args.files)
+    rows = []
+    for record in table.itertuples():
+        image = _normalize(read_image(record.image, n_channels=run.config.n_channels))
+        labels = read_labels(record.labels, shape=image.shape[1:])
+        cells = segment(run, image, instance_config, mcdrop=args.mcdrop).cells
+        rows.append({"image": Path(record.image).name, **evaluate(labels, cells)})
+    scores = pd.DataFrame(rows)
+    columns = ["image", "f1", "precision", "recall", "ap", "map", "dice", "jaccard", "n_true", "n_pred"]
+    scores = scores[[column for column in columns if column in scores]]
+    mean = scores.drop(columns="image").mean(numeric_only=True)
+    print(pd.concat([scores, pd.DataFrame([{"image": "mean", **mean}])]).to_string(index=False, float_format="%.3f"))
+    return 0
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+def load_training_set(files: Path, config: RunConfig) -> list[TrainingImage]:
+    """The ``train`` rows of a files.csv as normalised training images."""
+    from .io import read_files_csv, read_image, read_labels, read_scribbles
+
+    table = read_files_csv(files)
+    table = table[table["group"] == "train"]
+    if table.empty:
+        raise InputError("no rows with group 'train'", files)
+    dataset = []
+    for record in table.itertuples():
+        image = _normalize(read_image(record.image, n_channels=config.n_channels))
+        scribbles, val_mask = read_scribbles(record.scribbles, config, image.shape[1:])
+        labels = None
+        if "labels" in table and isinstance(record.labels, str) and record.labels:
+            labels = read_labels(record.labels, shape=image.shape[1:])
+        dataset.append(TrainingImage(Path(record.image).stem, image, scribbles, val_mask, labels))
+    return dataset
+
+
+def _normalize(image: np.ndarray) -> np.ndarray:
+    from .io import normalize_percentile
+
+    return normalize_percentile(image)
+
+
+def _open_project_folder(folder: Path):
+    from .project import open_project
+
+    folder = folder.resolve()
+    return open_project(folder.parent.parent, folder.name)
+
+
+class _ProgressBar:
+    """A tqdm bar over epochs fed by training events."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="epoch", dynamic_ncols=True)
+
+    def update(self, event) -> None:
+        if event.kind == "epoch":
+            self.bar.n = event.epoch
+            self.bar.set_postfix({key: f"{value:.3f}" for key, value in event.losses.items()
+                                  if key in ("scribble", "rec", "val")})
+            self.bar.refresh()
+        elif event.kind in ("done", "stopped", "error") and event.message:
+            self.bar.write(event.message)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

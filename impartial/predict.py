@@ -1,0 +1,215 @@
+"""Tiled prediction with MC dropout over the checkpoint ensemble.
+
+For every tile, each checkpoint runs ``mcdrop`` dropout passes in one batch; the passes give the
+per-class mean probability (``class_segmentation``) and its variance
+(``class_segmentation_variance``). Tiles overlap and are blended with separable ramps whose
+per-axis sums are one, so no full-size weight image is needed and memory stays bounded by the
+outputs themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .errors import InputError
+from .losses import class_probabilities, split_outputs
+from .model import UNet, build_model, enable_mc_dropout, pick_device
+from .runs import Run
+
+
+@dataclass
+class TaskPrediction:
+    """One task's output over the whole image.
+
+    Attributes:
+        class_segmentation: (n_classes, H, W) float32, mean probability of each foreground class.
+        class_segmentation_variance: (n_classes, H, W) float32, its variance over dropout passes and checkpoints.
+        entropy: (H, W) float32, entropy of the mean class distribution (background included), divided by
+            log(n_classes + 1) so it lies in [0, 1]: 1 = the model cannot tell the classes apart.
+    """
+
+    name: str
+    class_names: list[str]
+    class_segmentation: np.ndarray
+    class_segmentation_variance: np.ndarray
+    entropy: np.ndarray
+
+
+@dataclass
+class Prediction:
+    """Predictions of every task of a run for one image."""
+
+    tasks: list[TaskPrediction]
+
+    def class_probabilities(self) -> dict[str, np.ndarray]:
+        """Mean probability map (H, W) of every foreground class, by class name."""
+        return {name: task.class_segmentation[index]
+                for task in self.tasks for index, name in enumerate(task.class_names)}
+
+    def class_variances(self) -> dict[str, np.ndarray]:
+        """Variance map (H, W) of every foreground class, by class name."""
+        return {name: task.class_segmentation_variance[index]
+                for task in self.tasks for index, name in enumerate(task.class_names)}
+
+    def entropy(self) -> np.ndarray:
+        """(H, W) uncertainty shown to the annotator: the largest task entropy at each pixel."""
+        return np.max(np.stack([task.entropy for task in self.tasks]), axis=0)
+
+    def arrays(self) -> dict[str, np.ndarray | list[str]]:
+        """All tasks stacked, as export.save_prediction_npz expects."""
+        return {
+            "class_segmentation": np.concatenate([task.class_segmentation for task in self.tasks]),
+            "class_segmentation_variance": np.concatenate([task.class_segmentation_variance for task in self.tasks]),
+            "entropy": np.stack([task.entropy for task in self.tasks]),
+            "class_names": [name for task in self.tasks for name in task.class_names],
+            "task_names": [task.name for task in self.tasks],
+        }
+
+
+def load_models(run: Run, device: torch.device) -> list[UNet]:
+    """The run's checkpoint ensemble on ``device`` (weights loaded with ``weights_only=True``)."""
+    models = []
+    for path in run.require_checkpoints():
+        model = build_model(run.config)
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        models.append(model.to(device))
+    return models
+
+
+def predict_image(run: Run, image: np.ndarray, mcdrop: int | None = None,
+                  device: torch.device | None = None) -> Prediction:
+    """Predict a normalised (C, H, W) image with the run's ensemble and MC dropout.
+
+    Args:
+        run: a run with at least one checkpoint.
+        image: (C, H, W) float32, normalised as for training.
+        mcdrop: dropout passes per checkpoint; defaults to ``run.config.predict.mcdrop``.
+        device: defaults to CUDA when present.
+    """
+    device = device or pick_device(run.config.train.device)
+    passes = run.config.predict.mcdrop if mcdrop is None else mcdrop
+    return predict_with_models(load_models(run, device), run.config, image, passes, mc_dropout=True)
+
+
+def predict_with_models(models: Sequence[UNet], config: RunConfig, image: np.ndarray, passes: int,
+                        mc_dropout: bool = True) -> Prediction:
+    """Tiled prediction of ``image`` (C, H, W) with the given models (all on one device).
+
+    With ``mc_dropout`` False the models run in eval mode once each (the trainer's preview).
+    """
+    _check_image(image, config)
+    channels, height, width = image.shape
+    multiple = 2 ** config.model.depth
+    tile_y = _tile_size(height, config.predict.tile, multiple)
+    tile_x = _tile_size(width, config.predict.tile, multiple)
+    padded = _pad_to(image, tile_y, tile_x)
+    out_h, out_w = padded.shape[1:]
+    grid_y = _tile_weights(out_h, tile_y, config.predict.overlap)
+    grid_x = _tile_weights(out_w, tile_x, config.predict.overlap)
+
+    n_classes = [task.n_classes for task in config.tasks]
+    means = [np.zeros((n, out_h, out_w), np.float32) for n in n_classes]
+    variances = [np.zeros((n, out_h, out_w), np.float32) for n in n_classes]
+    device = next(models[0].parameters()).device
+    for model in models:
+        if mc_dropout:
+            enable_mc_dropout(model)
+        else:
+            model.eval()
+    passes = passes if mc_dropout else 1
+
+    with torch.inference_mode():
+        for y0, weight_y in grid_y:
+            for x0, weight_x in grid_x:
+                tile = torch.from_numpy(np.ascontiguousarray(padded[:, y0:y0 + tile_y, x0:x0 + tile_x])).to(device)
+                weight = np.outer(weight_y, weight_x)[None]
+                for index, (mean, variance) in enumerate(_tile_statistics(models, config, tile, passes)):
+                    means[index][:, y0:y0 + tile_y, x0:x0 + tile_x] += weight * mean
+                    variances[index][:, y0:y0 + tile_y, x0:x0 + tile_x] += weight * variance
+
+    tasks = []
+    for task, mean, variance in zip(config.tasks, means, variances):
+        mean = np.ascontiguousarray(mean[:, :height, :width])
+        tasks.append(TaskPrediction(task.name, list(task.classes), mean,
+                                    np.ascontiguousarray(variance[:, :height, :width]), normalised_entropy(mean)))
+    return Prediction(tasks)
+
+
+def _tile_statistics(models: Sequence[UNet], config: RunConfig, tile: torch.Tensor,
+                     passes: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per task, mean and variance of the foreground class probabilities over all passes of all models."""
+    batch = tile.unsqueeze(0).expand(passes, *tile.shape)
+    per_task: list[list[torch.Tensor]] = [[] for _ in config.tasks]
+    for model in models:
+        outputs = split_outputs(model(batch), config.tasks)
+        for index, (task, output) in enumerate(zip(config.tasks, outputs)):
+            probs = class_probabilities(torch.softmax(output.logits, dim=1), task.ncomponents)
+            per_task[index].append(probs[:, :task.n_classes])
+    statistics = []
+    for samples in per_task:
+        stacked = torch.cat(samples)  # (passes * models, n_classes, h, w)
+        mean = stacked.mean(dim=0)
+        variance = ((stacked - mean) ** 2).mean(dim=0)
+        statistics.append((mean.float().cpu().numpy(), variance.float().cpu().numpy()))
+    return statistics
+
+
+def normalised_entropy(foreground: np.ndarray) -> np.ndarray:
+    """Entropy of (foreground classes..., background) per pixel, scaled to [0, 1].
+
+    Args:
+        foreground: (n_classes, H, W) mean probabilities; background is 1 minus their sum.
+    """
+    background = np.clip(1.0 - foreground.sum(axis=0, keepdims=True), 0.0, 1.0)
+    entropy = np.zeros(foreground.shape[1:], np.float32)
+    for probability in (*foreground, background[0]):  # a loop over classes, not pixels: no (K, H, W) temporary
+        p = np.clip(probability, 1e-12, 1.0)
+        entropy -= p * np.log(p)
+    return entropy / np.float32(np.log(foreground.shape[0] + 1))
+
+
+def _check_image(image: np.ndarray, config: RunConfig) -> None:
+    if image.ndim != 3 or image.shape[0] != config.n_channels:
+        raise InputError(f"image has shape {image.shape}; this run expects ({config.n_channels}, H, W)")
+
+
+def _tile_size(length: int, tile: int, multiple: int) -> int:
+    """The tile side along an axis: the configured tile, or the whole (rounded-up) axis when shorter."""
+    return tile if length >= tile else -(-length // multiple) * multiple
+
+
+def _pad_to(image: np.ndarray, min_height: int, min_width: int) -> np.ndarray:
+    pad_y, pad_x = max(0, min_height - image.shape[1]), max(0, min_width - image.shape[2])
+    if not (pad_y or pad_x):
+        return image
+    return np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)), mode="symmetric")
+
+
+def _tile_weights(length: int, tile: int, overlap: int) -> list[tuple[int, np.ndarray]]:
+    """Tile starts along one axis with blending weights that sum to one at every position.
+
+    Each tile ramps down over ``overlap`` pixels towards a neighbouring tile, so seams fade out;
+    dividing by the per-axis sum makes the 2-D weights (outer products) a partition of unity.
+    """
+    stride = tile - overlap
+    starts = list(range(0, max(length - tile, 0) + 1, stride))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    ramp = np.linspace(0.0, 1.0, overlap + 2, dtype=np.float32)[1:-1]
+    weights = []
+    for index, start in enumerate(starts):
+        weight = np.ones(tile, np.float32)
+        if overlap and index > 0:
+            weight[:overlap] = ramp
+        if overlap and index < len(starts) - 1:
+            weight[-overlap:] = ramp[::-1]
+        weights.append(weight)
+    total = np.zeros(length, np.float32)
+    for start, weight in zip(starts, weights):
+        total[start:start + tile] += weight
+    return [(start, weight / total[start:start + tile]) for start, weight in zip(starts, weights)]

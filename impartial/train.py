@@ -1,0 +1,352 @@
+"""The training loop: scribbles + blind-spot reconstruction, checkpoint ensembles, clean stops.
+
+Reads top to bottom: :class:`Trainer.run` sets up, then runs epochs grouped into ``nsaves``
+cycles. Each cycle keeps its best-validation checkpoint (validated with dropout off) and ends
+early after ``patience`` epochs without improvement; the next cycle resets the optimiser and
+continues from the current weights. After every epoch the full training state is saved
+atomically, so a stop, a crash or a server restart resumes from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import CELL_CLASSES, NUCLEUS_CLASSES, RunConfig
+from .dataset import TrainingImage
+from .errors import InputError
+from .instances import choose_threshold, combine_class_probabilities
+from .losses import total_loss
+from .model import UNet, build_model, pick_device
+from .predict import Prediction, predict_with_models
+from .runs import (CHECKPOINT_DIR, CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, STATE_FILE, THRESHOLDS_FILE, Run,
+                   checkpoint_paths, read_status, write_status)
+from .sampling import PatchSampler, blind_spots
+from .scribbles import validation_box
+from .storage import atomic_path, write_json, write_npz, write_text
+
+
+@dataclass
+class TrainingEvent:
+    """What the trainer tells its listener (CLI progress bar, dashboard job)."""
+
+    kind: str  # start | epoch | preview | checkpoint | done | stopped | error
+    epoch: int = 0
+    total_epochs: int = 0
+    cycle: int = 0
+    elapsed_s: float = 0.0
+    remaining_s: float | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+    preview: Prediction | None = None
+    message: str = ""
+
+
+@dataclass
+class _Progress:
+    """The resumable part of the loop, saved in state.pt after every epoch."""
+
+    epoch: int = 0  # epochs completed over all cycles
+    best: float = math.inf  # best validation loss of the current cycle
+    since_best: int = 0
+    elapsed_s: float = 0.0
+
+
+class Trainer:
+    """Trains a run folder from scribbled images; see the module docstring.
+
+    Args:
+        config: the run's configuration (ignored when resuming: the saved one wins).
+        dataset: images with scribbles; validation boxes are placed where missing.
+        run_dir: the run folder; an unfinished run there is resumed.
+        on_event: called from the training thread with every :class:`TrainingEvent`.
+        init_from: an earlier run folder to fine-tune from (the iterative loop).
+        preview_image: (C, H, W) normalised image predicted every ``preview_every`` epochs.
+        stop_event: set it (from any thread) to stop after the current batch.
+    """
+
+    def __init__(self, config: RunConfig, dataset: list[TrainingImage], run_dir: str | Path,
+                 on_event: Callable[[TrainingEvent], None] | None = None, init_from: str | Path | None = None,
+                 preview_image: np.ndarray | None = None, stop_event: threading.Event | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        resuming = (self.run_dir / STATE_FILE).exists()
+        self.config = RunConfig.load(self.run_dir / CONFIG_FILE) if resuming else config.validate()
+        self.dataset = [self._with_validation_box(item) for item in dataset]
+        self.on_event = on_event or (lambda event: None)
+        self.init_from = None if init_from is None else Path(init_from)
+        self.preview_image = preview_image
+        self.stop_event = stop_event or threading.Event()
+        self.device = pick_device(self.config.train.device)
+        self._check_dataset()
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current batch (safe from any thread)."""
+        self.stop_event.set()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> Run:
+        """Train until the epochs, the time budget or a stop request end it; return the run."""
+        if read_status(self.run_dir).get("state") == "done":
+            return Run.load(self.run_dir)
+        cfg = self.config.train
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config.save(self.run_dir / CONFIG_FILE)
+        model, optimizer, progress, rng, generator = self._setup()
+        train_sampler, validation = self._samplers(rng, generator)
+        cycle_length = math.ceil(cfg.epochs / cfg.nsaves)
+        started = time.monotonic() - progress.elapsed_s
+        self._emit("start", progress, message=f"training on {self.device}")
+        try:
+            while progress.epoch < cfg.epochs:
+                cycle = progress.epoch // cycle_length
+                losses = self._train_epoch(model, optimizer, train_sampler, generator)
+                if losses is None:  # stopped mid-epoch: the last saved epoch stays the resume point
+                    return self._finish("stopped", progress, "stopped by request")
+                progress.epoch += 1
+                progress.elapsed_s = time.monotonic() - started
+                losses["val"] = self._validate(model, validation) if validation else losses["total"]
+                self._keep_best(model, cycle, losses["val"], progress)
+                self._append_history(progress, cycle, losses)
+                if progress.since_best >= cfg.patience and progress.epoch < cfg.epochs:
+                    progress.epoch = (cycle + 1) * cycle_length  # early stop: next ensemble cycle
+                if progress.epoch // cycle_length != cycle:
+                    optimizer = self._optimizer(model)
+                    progress.best, progress.since_best = math.inf, 0
+                self._save_state(model, optimizer, progress, rng, generator)
+                self._emit("epoch", progress, losses=losses, cycle=cycle)
+                self._maybe_preview(model, progress)
+                if self._out_of_time(progress):
+                    return self._finish("done", progress, "time budget reached")
+            return self._finish("done", progress, "finished")
+        except Exception as error:
+            write_status(self.run_dir, "failed", epoch=progress.epoch, total_epochs=cfg.epochs, message=str(error))
+            self._emit("error", progress, message=str(error))
+            raise
+
+    def _train_epoch(self, model: UNet, optimizer: torch.optim.Optimizer, sampler: PatchSampler,
+                     generator: torch.Generator) -> dict[str, float] | None:
+        cfg = self.config.train
+        model.train()
+        sums: dict[str, float] = {}
+        batches = max(1, cfg.patches_per_epoch // cfg.batch)
+        for _ in range(batches):
+            if self.stop_event.is_set():
+                return None
+            x, scribbles = sampler.sample(cfg.batch)
+            corrupted, mask = blind_spots(torch.from_numpy(x), cfg.ratio, cfg.blind_radius, generator)
+            total, parts = self._loss(model, corrupted, torch.from_numpy(x), mask, torch.from_numpy(scribbles))
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+        return {key: value / batches for key, value in sums.items()}
+
+    def _loss(self, model: UNet, corrupted: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor,
+              scribbles: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        device = self.device
+        output = model(corrupted.to(device, non_blocking=True))
+        return total_loss(output, clean.to(device), mask.to(device), scribbles.to(device), self.config)
+
+    def _validate(self, model: UNet, validation: list[tuple[torch.Tensor, ...]]) -> float:
+        """Mean total loss on the fixed validation batches, dropout off (the reference kept it on)."""
+        model.eval()
+        with torch.inference_mode():
+            losses = [float(self._loss(model, *batch)[0]) for batch in validation]
+        return float(np.mean(losses))
+
+    def _keep_best(self, model: UNet, cycle: int, val_loss: float, progress: _Progress) -> None:
+        if val_loss < progress.best:
+            progress.best, progress.since_best = val_loss, 0
+            with atomic_path(self.run_dir / CHECKPOINT_DIR / f"cycle_{cycle}.pt") as tmp:
+                torch.save(model.state_dict(), tmp)
+        else:
+            progress.since_best += 1
+
+    def _maybe_preview(self, model: UNet, progress: _Progress) -> None:
+        every = self.config.train.preview_every
+        if self.preview_image is None or not every or (progress.epoch != 1 and progress.epoch % every):
+            return
+        prediction = predict_with_models([model], self.config, self.preview_image, passes=1, mc_dropout=False)
+        write_npz(self.run_dir / "preview.npz", epoch=np.int64(progress.epoch), **{
+            key: np.asarray(value) for key, value in prediction.arrays().items()})
+        self._emit("preview", progress, preview=prediction)
+
+    def _out_of_time(self, progress: _Progress) -> bool:
+        budget = self.config.train.max_minutes
+        return bool(budget) and progress.elapsed_s >= budget * 60
+
+    def _finish(self, state: str, progress: _Progress, message: str) -> Run:
+        if checkpoint_paths(self.run_dir):
+            write_json(self.run_dir / THRESHOLDS_FILE, self._choose_thresholds())
+        write_status(self.run_dir, state, epoch=progress.epoch, total_epochs=self.config.train.epochs,
+                     elapsed_s=progress.elapsed_s, message=message)
+        self._emit("done" if state == "done" else "stopped", progress, message=message)
+        return Run.load(self.run_dir)
+
+    def _emit(self, kind: str, progress: _Progress, **details) -> None:
+        total = self.config.train.epochs
+        remaining = None
+        if progress.epoch:
+            remaining = progress.elapsed_s / progress.epoch * (total - progress.epoch)
+        if kind in ("start", "epoch"):
+            write_status(self.run_dir, "running", epoch=progress.epoch, total_epochs=total,
+                         elapsed_s=progress.elapsed_s, remaining_s=remaining)
+        self.on_event(TrainingEvent(kind=kind, epoch=progress.epoch, total_epochs=total,
+                                    elapsed_s=progress.elapsed_s, remaining_s=remaining, **details))
+
+    # --- setup, state and history ----------------------------------------------------------------
+
+    def _setup(self) -> tuple[UNet, torch.optim.Optimizer, _Progress, np.random.Generator, torch.Generator]:
+        torch.manual_seed(self.config.train.seed)
+        model = build_model(self.config).to(self.device)
+        rng = np.random.default_rng(self.config.train.seed)
+        generator = torch.Generator().manual_seed(self.config.train.seed)
+        progress = _Progress()
+        state_path = self.run_dir / STATE_FILE
+        if state_path.exists():
+            state = torch.load(state_path, map_location=self.device, weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer = self._optimizer(model)
+            optimizer.load_state_dict(state["optimizer"])
+            progress = _Progress(**state["progress"])
+            rng.bit_generator.state = state["numpy_rng"]
+            generator.set_state(state["torch_rng"])
+            return model, optimizer, progress, rng, generator
+        if self.init_from is not None:
+            model.load_state_dict(self._initial_weights())
+        return model, self._optimizer(model), progress, rng, generator
+
+    def _initial_weights(self) -> dict[str, torch.Tensor]:
+        earlier = Run.load(self.init_from)
+        if (earlier.config.n_channels, earlier.config.n_outputs, dataclasses.astuple(earlier.config.model)) != (
+                self.config.n_channels, self.config.n_outputs, dataclasses.astuple(self.config.model)):
+            raise InputError("cannot fine-tune: that run has different channels, tasks or network shape",
+                             self.init_from)
+        latest = earlier.require_checkpoints()[-1]
+        return torch.load(latest, map_location=self.device, weights_only=True)
+
+    def _optimizer(self, model: UNet) -> torch.optim.Optimizer:
+        cfg = self.config.train
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _save_state(self, model: UNet, optimizer: torch.optim.Optimizer, progress: _Progress,
+                    rng: np.random.Generator, generator: torch.Generator) -> None:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "progress": dataclasses.asdict(progress), "numpy_rng": rng.bit_generator.state,
+                 "torch_rng": generator.get_state()}
+        with atomic_path(self.run_dir / STATE_FILE) as tmp:
+            torch.save(state, tmp)
+
+    def _append_history(self, progress: _Progress, cycle: int, losses: dict[str, float]) -> None:
+        row = {"epoch": progress.epoch, "cycle": cycle, "elapsed_s": round(progress.elapsed_s, 3), **losses}
+        path = self.run_dir / HISTORY_FILE
+        history = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
+        history = pd.concat([history[history.epoch < progress.epoch], pd.DataFrame([row])], ignore_index=True)
+        write_text(path, history.reindex(columns=HISTORY_COLUMNS).to_csv(index=False))
+
+    # --- data ------------------------------------------------------------------------------------
+
+    def _with_validation_box(self, item: TrainingImage) -> TrainingImage:
+        if item.val_mask is not None:
+            return item
+        box = validation_box(item.scribbles, self.config.train.val_fraction)
+        return dataclasses.replace(item, val_mask=box)
+
+    def _check_dataset(self) -> None:
+        if not self.dataset:
+            raise InputError("no images to train on")
+        for item in self.dataset:
+            item.check(self.config.n_channels, self.config.n_scribble_channels)
+        if not any(item.scribbles.any() for item in self.dataset):
+            raise InputError("no scribbles: draw at least one foreground and one background stroke")
+
+    def _samplers(self, rng: np.random.Generator,
+                  generator: torch.Generator) -> tuple[PatchSampler, list[tuple[torch.Tensor, ...]]]:
+        cfg = self.config.train
+        arrays = ([item.image for item in self.dataset], [item.scribbles for item in self.dataset],
+                  [item.val_mask for item in self.dataset])
+        train = PatchSampler(*arrays, patch=cfg.patch, scribble_fraction=cfg.scribble_fraction,
+                             jitter=cfg.jitter, region="train", rng=rng)
+        val_sampler = PatchSampler(*arrays, patch=cfg.patch, scribble_fraction=1.0, jitter=cfg.jitter,
+                                   region="val", rng=np.random.default_rng(cfg.seed + 1))
+        if not val_sampler.has_validation:
+            return train, []
+        # A fixed validation set (patches and blind spots) so epochs are comparable.
+        val_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        batches = []
+        for start in range(0, cfg.val_patches, cfg.batch):
+            x, scribbles = val_sampler.sample(min(cfg.batch, cfg.val_patches - start))
+            corrupted, mask = blind_spots(torch.from_numpy(x), cfg.ratio, cfg.blind_radius, val_generator)
+            batches.append((corrupted, torch.from_numpy(x), mask, torch.from_numpy(scribbles)))
+        return train, batches
+
+    # --- thresholds ------------------------------------------------------------------------------
+
+    def _choose_thresholds(self) -> dict[str, float]:
+        """Instance thresholds that best separate the validation scribbles (defaults when there are none)."""
+        run = Run.load(self.run_dir)
+        models = [self._load(path) for path in run.checkpoints]
+        scores: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"threshold": [], "nucleus_threshold": []}
+        for item in self.dataset:
+            crop = _bounding_box(item.val_mask)
+            if crop is None:
+                continue
+            prediction = predict_with_models(models, self.config, item.image[(slice(None), *crop)], passes=1,
+                                             mc_dropout=False)
+            cell, nucleus = combine_class_probabilities(prediction.class_probabilities())
+            scribbles = item.scribbles[crop]
+            for key, probability, classes in (("threshold", cell, CELL_CLASSES),
+                                              ("nucleus_threshold", nucleus, NUCLEUS_CLASSES)):
+                if probability is not None:
+                    positive, negative = self._scribble_masks(scribbles, classes)
+                    scores[key].append((probability, positive, negative))
+        defaults = dataclasses.asdict(self.config.instances)
+        return {key: _threshold_over(samples, defaults[key]) for key, samples in scores.items()}
+
+    def _scribble_masks(self, scribbles: np.ndarray, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Union of the scribbles of ``classes`` and the background scribbles of their tasks."""
+        positive = np.zeros(scribbles.shape[:2], bool)
+        negative = np.zeros(scribbles.shape[:2], bool)
+        offset = 0
+        for task in self.config.tasks:
+            chosen = [index for index, name in enumerate(task.classes) if name in classes]
+            for index in chosen:
+                positive |= scribbles[..., offset + index] > 0
+            if chosen:
+                negative |= scribbles[..., offset + task.n_classes] > 0
+            offset += task.n_scribble_channels
+        return positive, negative & ~positive
+
+    def _load(self, path: Path) -> UNet:
+        model = build_model(self.config).to(self.device)
+        model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        return model
+
+
+def _bounding_box(mask: np.ndarray | None) -> tuple[slice, slice] | None:
+    if mask is None or not mask.any():
+        return None
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _threshold_over(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], default: float) -> float:
+    """One threshold for all validation boxes (their pixels pooled); the default when no scribbles."""
+    if not samples or not any(pos.any() for _, pos, _ in samples) or not any(neg.any() for _, _, neg in samples):
+        return float(default)
+    probability = np.concatenate([p.ravel() for p, _, _ in samples])
+    positive = np.concatenate([pos.ravel() for _, pos, _ in samples])
+    negative = np.concatenate([neg.ravel() for _, _, neg in samples])
+    return float(choose_threshold(probability, positive, negative))

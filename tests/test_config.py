@@ -1,0 +1,72 @@
+"""The run config: presets, JSON round trip, validation messages."""
+
+import json
+
+import pytest
+
+from impartial.config import RunConfig, TaskConfig, apply_overrides, preset_config
+from impartial.errors import InputError
+
+
+def test_output_channels_follow_the_method_layout():
+    # vectra: task 0 K=4 with 1 rec channel -> 4 * 2 = 8; task 1 K=1+1+2=4 with 1 rec channel -> 8.
+    config = preset_config("full", "vectra")
+    assert [task.n_components for task in config.tasks] == [4, 4]
+    assert config.n_outputs == 16
+    # scribble maps: (1 class + bg) + (2 classes + bg)
+    assert config.n_scribble_channels == 5
+    assert config.class_names == ["cytoplasm", "nucleus_in_cytoplasm", "nucleus_out_of_cytoplasm"]
+
+
+def test_tissuenet_and_default_tasks():
+    assert preset_config("quick", "tissuenet").n_outputs == 4 * 3 + 3 * 2
+    assert RunConfig().n_outputs == 4 * 3
+
+
+def test_json_round_trip(tmp_path):
+    config = preset_config("quick", "vectra")
+    config.train.epochs = 7
+    config.save(tmp_path / "config.json")
+    loaded = RunConfig.load(tmp_path / "config.json")
+    assert loaded == config
+    assert isinstance(loaded.tasks[1], TaskConfig)
+
+
+def test_partial_dict_takes_defaults():
+    config = RunConfig.from_dict({"train": {"epochs": 3}})
+    assert config.train.epochs == 3 and config.train.lr == 5e-4
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"train": {"epoch": 3}}))
+    with pytest.raises(InputError, match="unknown key.*epoch") as error:
+        RunConfig.load(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("train.ratio", 1.5, "ratio"),
+    ("train.patch", 100, "multiple of"),
+    ("train.lr", 0.0, "lr"),
+    ("model.dropout", 1.0, "dropout"),
+    ("predict.overlap", 400, "overlap"),
+])
+def test_bad_values_are_rejected(setting, value, message):
+    config = apply_overrides(preset_config("full"), {setting: value})
+    with pytest.raises(InputError, match=message):
+        config.validate()
+
+
+def test_task_problems_are_reported():
+    config = RunConfig(tasks=[TaskConfig(classes=["cell"], ncomponents=[2], rec_channels=[3])])
+    with pytest.raises(InputError) as error:
+        config.validate()
+    assert "ncomponents" in str(error.value) and "rec_channels" in str(error.value)
+
+
+def test_unknown_preset_and_override():
+    with pytest.raises(InputError, match="unknown preset"):
+        preset_config("fast")
+    with pytest.raises(InputError, match="unknown setting"):
+        apply_overrides(RunConfig(), {"train.speed": 1})

@@ -1,0 +1,86 @@
+"""Tiled prediction, MC-dropout statistics and entropy."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from impartial.errors import InputError
+from impartial.model import build_model
+from impartial.predict import _tile_weights, normalised_entropy, predict_with_models
+
+
+def test_tile_weights_sum_to_one_everywhere():
+    # length 10, tiles of 6 with overlap 2 -> starts 0 and 4; the ramp over 2 px is (1/3, 2/3).
+    tiles = _tile_weights(10, 6, 2)
+    assert [start for start, _ in tiles] == [0, 4]
+    total = np.zeros(10)
+    for start, weight in tiles:
+        total[start:start + 6] += weight
+    np.testing.assert_allclose(total, 1.0, rtol=1e-6)
+    # the first tile alone covers 0..3, then fades: 4 -> 1/3 of the own ramp (2/3) normalised by (2/3 + 1/3)
+    np.testing.assert_allclose(tiles[0][1][:4], 1.0)
+    np.testing.assert_allclose(tiles[0][1][4:], [2 / 3, 1 / 3], rtol=1e-6)
+
+
+def test_single_tile_when_image_is_small():
+    assert [start for start, _ in _tile_weights(40, 64, 16)] == [0]
+
+
+def test_entropy_by_hand():
+    # one class: p = 0.5 -> maximal (1.0 after scaling by log 2); p = 1 -> 0; p = 0.25 -> H(0.25, 0.75) / log 2
+    foreground = np.array([[[0.5, 1.0, 0.25]]], np.float32)
+    expected_last = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75)) / np.log(2)
+    np.testing.assert_allclose(normalised_entropy(foreground)[0], [1.0, 0.0, expected_last], atol=1e-5)
+
+
+def _sharp_model(config):
+    """A random model with enlarged weights, so its probabilities vary strongly over the image."""
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(2.5)
+    return model
+
+
+def test_tiled_prediction_matches_whole_image():
+    config = tiny_config(**{"model.dropout": 0.0, "predict.tile": 64, "predict.overlap": 24})
+    image = np.random.default_rng(0).normal(size=(2, 150, 130)).astype(np.float32)
+    model = _sharp_model(config)
+    tiled = predict_with_models([model], config, image, passes=1, mc_dropout=False)
+    config.predict.tile = 256
+    whole = predict_with_models([model], config, image, passes=1, mc_dropout=False)
+    a, b = tiled.tasks[0].class_segmentation, whole.tasks[0].class_segmentation
+    assert a.shape == (1, 150, 130)
+    assert b.std() > 0.05  # the comparison means something: the map is not flat
+    assert np.abs(a - b).mean() < 0.01
+    assert np.abs(a - b).max() < 0.15
+
+
+def test_mc_dropout_gives_variance_and_ensemble_shapes():
+    config = tiny_config("tissuenet", **{"model.dropout": 0.3})
+    image = np.random.default_rng(1).normal(size=(2, 40, 56)).astype(np.float32)
+    models = [_sharp_model(config), _sharp_model(config)]
+    prediction = predict_with_models(models, config, image, passes=3, mc_dropout=True)
+    assert [task.name for task in prediction.tasks] == ["cells", "nuclei"]
+    cells = prediction.tasks[0]
+    assert cells.class_segmentation.shape == cells.class_segmentation_variance.shape == (1, 40, 56)
+    assert cells.class_segmentation_variance.max() > 0
+    assert 0.0 <= prediction.entropy().min() and prediction.entropy().max() <= 1.0 + 1e-6
+    arrays = prediction.arrays()
+    assert arrays["class_segmentation"].shape == (2, 40, 56) and arrays["entropy"].shape == (2, 40, 56)
+    assert arrays["class_names"] == ["cell", "nucleus"]
+
+
+def test_eval_mode_has_no_variance():
+    config = tiny_config()
+    image = np.random.default_rng(2).normal(size=(2, 32, 32)).astype(np.float32)
+    prediction = predict_with_models([_sharp_model(config)], config, image, passes=4, mc_dropout=False)
+    assert prediction.tasks[0].class_segmentation_variance.max() == 0
+
+
+def test_wrong_channel_count_is_reported():
+    config = tiny_config()
+    with pytest.raises(InputError, match="expects \\(2, H, W\\)"):
+        predict_with_models([build_model(config)], config, np.zeros((3, 32, 32), np.float32), passes=1)
