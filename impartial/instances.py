@@ -1,0 +1,232 @@
+"""From class probabilities to cell (and nucleus) instances.
+
+Two methods, chosen by ``InstanceConfig.method``:
+
+- ``threshold``: the method's own step. Threshold the cell probability, take connected components, drop objects
+  below ``min_size`` pixels, grow the labels by ``grow`` pixels. Touching cells without a visible gap merge.
+- ``watershed`` (default): the same foreground, split by a seeded watershed. Seeds are predicted nuclei when the run
+  has a nucleus class, else blobs of the nuclear channel, else peaks of the distance to the background. Every
+  foreground region without a seed still becomes a cell, so nothing the network found is lost.
+
+All label images are (H, W) int32 with 0 = background and ids 1..n.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
+from skimage.measure import label
+from skimage.morphology import h_maxima
+from skimage.segmentation import expand_labels, relabel_sequential, watershed
+
+from .config import CELL_CLASSES, NUCLEUS_CLASSES, InstanceConfig
+from .errors import InputError
+
+# Smoothing (pixels) of the image channels used for seeds and the watershed landscape: removes pixel noise only.
+_CHANNEL_SIGMA = 1.0
+# A distance-transform peak seeds its own cell only if it rises this many pixels above the saddle to its neighbour.
+_PEAK_HEIGHT = 1.0
+# The threshold choice prefers values near the middle when several separate the scribbles equally well.
+_NEUTRAL_THRESHOLD = 0.5
+DEFAULT_CANDIDATES = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+def instances_from_probabilities(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
+                                 config: InstanceConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """Cells and nuclei with the method in ``config.method`` ('watershed' or 'threshold').
+
+    Args:
+        cell_prob: (H, W) float probability of being inside a cell.
+        nucleus_prob: (H, W) float probability of being inside a nucleus, or None.
+        image: (C, H, W) normalised image (channels for seeds and landscape), or None.
+        config: thresholds, channels, ``min_size`` and ``grow``.
+
+    Returns:
+        cells (H, W) int32, and nuclei (H, W) int32 labelled with the id of their cell (None when unknown).
+    """
+    if config.method == "watershed":
+        return watershed_instances(cell_prob, nucleus_prob, image, config)
+    if config.method == "threshold":
+        cells = threshold_instances(cell_prob, config.threshold, config.min_size, config.grow)
+        nuclei = None if nucleus_prob is None else _nuclei_in_cells(nucleus_prob > config.nucleus_threshold, cells)
+        return cells, nuclei
+    raise InputError(f"unknown instance method '{config.method}' (choose 'watershed' or 'threshold')")
+
+
+def threshold_instances(cell_prob: np.ndarray, threshold: float, min_size: int = 5, grow: int = 1) -> np.ndarray:
+    """The method's step: (H, W) probability -> components of ``prob > threshold`` -> drop small -> grow.
+
+    Returns (H, W) int32 labels. Growth uses ``expand_labels``, so touching labels never trade pixels.
+    """
+    _check_map(cell_prob, "cell probability")
+    components = label(cell_prob > threshold, connectivity=1)
+    return _finish_labels(components, min_size, grow)
+
+
+def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
+                        config: InstanceConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """Seeded watershed of the cell foreground; separates touching cells that share no gap.
+
+    Args:
+        cell_prob: (H, W) float cell probability; foreground is ``cell_prob > config.threshold``.
+        nucleus_prob: (H, W) float nucleus probability or None. Its components above ``config.nucleus_threshold``
+            are the seeds and also count as foreground (a nucleus without cytoplasm is a small cell of its own).
+        image: (C, H, W) normalised image or None: ``config.nuclear_channel`` gives seeds when there is no nucleus
+            probability, ``config.membrane_channel`` raises the landscape along membranes.
+        config: thresholds, channels, ``min_size`` and ``grow``.
+
+    Returns:
+        cells (H, W) int32; nuclei (H, W) int32 = the seeds inside each cell, labelled with the cell's id,
+        or None when the seeds were distance peaks rather than nuclei.
+    """
+    _check_map(cell_prob, "cell probability")
+    _check_inputs(cell_prob.shape, nucleus_prob, image, config)
+    foreground = cell_prob > config.threshold
+    seeds, seeds_are_nuclei = _seeds(foreground, nucleus_prob, image, config)
+    if nucleus_prob is not None:
+        foreground |= seeds > 0
+    flooded = watershed(_landscape(cell_prob, image, config.membrane_channel), markers=seeds, mask=foreground)
+    # Foreground regions that hold no seed are left at 0 by the watershed: each becomes a cell of its own.
+    unseeded = label(foreground & (flooded == 0), connectivity=1)
+    cells = np.where(unseeded > 0, unseeded + flooded.max(), flooded)
+    cells = _finish_labels(cells, config.min_size, config.grow)
+    nuclei = _nuclei_in_cells(seeds > 0, cells) if seeds_are_nuclei else None
+    return cells, nuclei
+
+
+def combine_class_probabilities(class_probs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Whole-cell and nucleus probabilities from the per-class maps of a prediction.
+
+    ``cell`` is taken as is; otherwise the parts of a cell (cytoplasm, nuclei in and out of cytoplasm) are summed
+    and clipped to 1, which turns the 3-class Vectra setting into whole cells. ``nucleus`` is taken as is, else
+    the sum of the nucleus parts, else there is none. A run with nuclei only segments the nuclei as its objects.
+
+    Args:
+        class_probs: class name -> (H, W) float probability.
+
+    Returns:
+        cell_prob (H, W) float32 and nucleus_prob (H, W) float32 or None.
+    """
+    nucleus = _class_sum(class_probs, NUCLEUS_CLASSES)
+    cell = _class_sum(class_probs, CELL_CLASSES)
+    if cell is None:
+        cell = nucleus
+    if cell is None:
+        raise InputError(f"no class describes cells or nuclei (got {', '.join(class_probs) or 'none'}); "
+                         f"name a class one of {', '.join(CELL_CLASSES + NUCLEUS_CLASSES[:1])}")
+    return cell, nucleus
+
+
+def choose_threshold(probability: np.ndarray, positive: np.ndarray, negative: np.ndarray,
+                     candidates: np.ndarray = DEFAULT_CANDIDATES) -> float:
+    """The threshold that best separates positive from negative scribbles.
+
+    Pixels count as foreground when ``probability > threshold`` (as in the instance step). The score is the
+    balanced accuracy, (true positive rate + true negative rate) / 2, so a long background scribble does not
+    outweigh a short cell scribble; ties go to the candidate closest to 0.5.
+
+    Args:
+        probability: float array of any shape (e.g. (H, W)).
+        positive, negative: bool arrays of the same shape marking the scribbled pixels of each side.
+        candidates: thresholds to try.
+
+    Returns:
+        The chosen threshold.
+    """
+    if probability.shape != positive.shape or probability.shape != negative.shape:
+        raise InputError(f"probability {probability.shape} and scribbles {positive.shape}, {negative.shape} "
+                         "differ in shape")
+    if not positive.any() or not negative.any():
+        raise InputError("choosing a threshold needs both positive and negative scribbles")
+    candidates = np.asarray(candidates, float)
+    positive_values = np.sort(probability[positive].ravel())
+    negative_values = np.sort(probability[negative].ravel())
+    # Fraction of values <= t for every candidate t, from one sort each.
+    positives_below = np.searchsorted(positive_values, candidates, side="right") / positive_values.size
+    negatives_below = np.searchsorted(negative_values, candidates, side="right") / negative_values.size
+    balanced_accuracy = ((1.0 - positives_below) + negatives_below) / 2
+    best = np.isclose(balanced_accuracy, balanced_accuracy.max())
+    distances = np.where(best, np.abs(candidates - _NEUTRAL_THRESHOLD), np.inf)
+    return float(candidates[np.argmin(distances)])
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+def _class_sum(class_probs: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray | None:
+    """names[0] if present, else the clipped sum of the other names present, else None."""
+    if names[0] in class_probs:
+        return np.asarray(class_probs[names[0]], np.float32)
+    parts = [class_probs[name] for name in names[1:] if name in class_probs]
+    if not parts:
+        return None
+    return np.clip(np.sum(parts, axis=0), 0.0, 1.0).astype(np.float32)
+
+
+def _seeds(foreground: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
+           config: InstanceConfig) -> tuple[np.ndarray, bool]:
+    """(H, W) int32 seed labels, and whether they are nuclei (not distance peaks)."""
+    if nucleus_prob is not None:
+        blobs = nucleus_prob > config.nucleus_threshold
+    elif image is not None and config.nuclear_channel is not None:
+        blobs = _bright_inside(_smoothed(image[config.nuclear_channel]), foreground)
+    else:
+        return label(h_maxima(ndi.distance_transform_edt(foreground), _PEAK_HEIGHT), connectivity=2), False
+    return _finish_labels(label(blobs, connectivity=1), config.min_size, grow=0), True
+
+
+def _bright_inside(channel: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """(H, W) bool: foreground pixels above the Otsu threshold of the channel's foreground values."""
+    values = channel[foreground]
+    if values.size == 0 or values.min() == values.max():
+        return np.zeros_like(foreground)
+    return foreground & (channel > threshold_otsu(values))
+
+
+def _landscape(cell_prob: np.ndarray, image: np.ndarray | None, membrane_channel: int | None) -> np.ndarray:
+    """(H, W) float32 relief that the watershed floods: low inside cells, high at borders and membranes."""
+    outside = 1.0 - cell_prob.astype(np.float32)
+    if image is None or membrane_channel is None:
+        return outside
+    membrane = _smoothed(image[membrane_channel])
+    span = membrane.max() - membrane.min()
+    membrane = (membrane - membrane.min()) / span if span > 0 else np.zeros_like(membrane)
+    return (outside + membrane) / 2
+
+
+def _smoothed(channel: np.ndarray) -> np.ndarray:
+    return ndi.gaussian_filter(channel.astype(np.float32), _CHANNEL_SIGMA)
+
+
+def _finish_labels(labels: np.ndarray, min_size: int, grow: int) -> np.ndarray:
+    """Drop objects below ``min_size`` pixels, renumber 1..n, grow by ``grow`` pixels; (H, W) int32."""
+    areas = np.bincount(labels.ravel())
+    kept = np.where(areas[labels] >= min_size, labels, 0)
+    kept = relabel_sequential(kept)[0]
+    if grow > 0:
+        kept = expand_labels(kept, distance=grow)
+    return kept.astype(np.int32)
+
+
+def _nuclei_in_cells(nucleus_mask: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(H, W) int32: nucleus pixels inside a cell, labelled with that cell's id."""
+    return np.where(nucleus_mask & (cells > 0), cells, 0).astype(np.int32)
+
+
+def _check_map(probability: np.ndarray, name: str) -> None:
+    if probability.ndim != 2:
+        raise InputError(f"{name} must be 2-D (H, W), got shape {probability.shape}")
+
+
+def _check_inputs(shape: tuple[int, ...], nucleus_prob: np.ndarray | None, image: np.ndarray | None,
+                  config: InstanceConfig) -> None:
+    if nucleus_prob is not None and nucleus_prob.shape != shape:
+        raise InputError(f"nucleus probability {nucleus_prob.shape} and cell probability {shape} differ in shape")
+    if image is None:
+        return
+    if image.ndim != 3 or image.shape[1:] != shape:
+        raise InputError(f"image {image.shape} must be (C, {shape[0]}, {shape[1]}) to match the probabilities")
+    for name in ("membrane_channel", "nuclear_channel"):
+        channel = getattr(config, name)
+        if channel is not None and not 0 <= channel < image.shape[0]:
+            raise InputError(f"instances.{name} = {channel} but the image has {image.shape[0]} channel(s)")

@@ -1,0 +1,149 @@
+"""Probabilities to instances on hand-made maps: touching squares, small objects, class combinations."""
+
+import numpy as np
+import pytest
+
+from impartial.config import InstanceConfig
+from impartial.errors import InputError
+from impartial.instances import (
+    choose_threshold,
+    combine_class_probabilities,
+    instances_from_probabilities,
+    threshold_instances,
+    watershed_instances,
+)
+from impartial.metrics import match_instances
+
+SHAPE = (40, 60)
+
+
+@pytest.fixture
+def touching_squares():
+    """Two 20 x 20 squares sharing an edge, a cell probability high over both, nuclei at their centres."""
+    squares = np.zeros(SHAPE, np.int32)
+    squares[10:30, 10:30], squares[10:30, 30:50] = 1, 2
+    cell_prob = np.where(squares > 0, 0.9, 0.05)
+    nucleus_prob = np.zeros(SHAPE)
+    nucleus_prob[16:24, 16:24] = nucleus_prob[16:24, 36:44] = 0.9
+    return squares, cell_prob, nucleus_prob
+
+
+def assert_separated(squares: np.ndarray, cells: np.ndarray) -> None:
+    assert cells.dtype == np.int32 and cells.max() == 2
+    iou = match_instances(squares, cells).toarray()
+    assert iou.max(axis=1).min() > 0.8
+
+
+def test_threshold_merges_touching_squares(touching_squares):
+    squares, cell_prob, _ = touching_squares
+    cells = threshold_instances(cell_prob, 0.5, grow=0)
+    assert cells.dtype == np.int32 and cells.max() == 1
+    assert np.array_equal(cells > 0, squares > 0)
+
+
+def test_watershed_separates_touching_squares_from_nucleus_probability(touching_squares):
+    squares, cell_prob, nucleus_prob = touching_squares
+    config = InstanceConfig(membrane_channel=None, nuclear_channel=None)
+    cells, nuclei = watershed_instances(cell_prob, nucleus_prob, None, config)
+    assert_separated(squares, cells)
+    # Each nucleus carries the id of the cell around it.
+    assert set(np.unique(nuclei[16:24, 16:24])) == {cells[20, 20]}
+    assert set(np.unique(nuclei[16:24, 36:44])) == {cells[20, 40]}
+    assert np.count_nonzero(nuclei) == 2 * 64
+
+
+def test_watershed_seeds_from_the_nuclear_channel_and_follows_the_membrane(touching_squares):
+    squares, cell_prob, nucleus_prob = touching_squares
+    membrane = np.zeros(SHAPE)
+    membrane[10:30, 29:31] = 1.0  # a stained border between the squares
+    image = np.stack([membrane, nucleus_prob]).astype(np.float32)
+    cells, nuclei = watershed_instances(cell_prob, None, image, InstanceConfig(grow=0))
+    assert_separated(squares, cells)
+    assert nuclei is not None and set(np.unique(nuclei)) == {0, 1, 2}
+
+
+def test_watershed_splits_at_distance_peaks_without_nuclei():
+    rows, cols = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    discs = np.zeros(SHAPE, np.int32)
+    discs[(rows - 20) ** 2 + (cols - 20) ** 2 < 100] = 1
+    discs[(rows - 20) ** 2 + (cols - 37) ** 2 < 100] = 2  # overlaps the first: one blob with a waist
+    config = InstanceConfig(membrane_channel=None, nuclear_channel=None, grow=0)
+    cells, nuclei = watershed_instances(np.where(discs > 0, 0.9, 0.0), None, None, config)
+    assert nuclei is None
+    assert_separated(discs, cells)
+
+
+def test_small_objects_are_removed_and_ids_stay_consecutive():
+    cell_prob = np.zeros((12, 12))
+    cell_prob[0:2, 0:2] = 0.9  # 4 px: too small
+    cell_prob[5:8, 5:8] = 0.9  # 9 px
+    cells = threshold_instances(cell_prob, 0.5, min_size=5, grow=0)
+    assert np.unique(cells).tolist() == [0, 1]
+    assert np.count_nonzero(cells) == 9
+    grown = threshold_instances(cell_prob, 0.5, min_size=5, grow=1)
+    assert np.count_nonzero(grown) == 9 + 4 * 3  # expand_labels grows by Euclidean distance 1: no corners
+
+
+def test_a_nucleus_without_cytoplasm_is_a_small_cell_of_its_own(touching_squares):
+    squares, cell_prob, nucleus_prob = touching_squares
+    nucleus_prob[32:36, 2:6] = 0.9  # outside every cell
+    config = InstanceConfig(membrane_channel=None, nuclear_channel=None, grow=0)
+    cells, nuclei = watershed_instances(cell_prob, nucleus_prob, None, config)
+    lone = cells[32:36, 2:6]
+    assert cells.max() == 3 and np.all(lone == lone[0, 0]) and np.count_nonzero(cells == lone[0, 0]) == 16
+    assert np.array_equal(nuclei[32:36, 2:6], lone)
+
+
+def test_dispatch_on_the_method(touching_squares):
+    squares, cell_prob, nucleus_prob = touching_squares
+    cells, nuclei = instances_from_probabilities(cell_prob, nucleus_prob, None,
+                                                 InstanceConfig(method="threshold", grow=0))
+    assert cells.max() == 1 and set(np.unique(nuclei)) == {0, 1}
+    cells, _ = instances_from_probabilities(cell_prob, nucleus_prob, None, InstanceConfig(nuclear_channel=None,
+                                                                                          membrane_channel=None))
+    assert cells.max() == 2
+    with pytest.raises(InputError):
+        instances_from_probabilities(cell_prob, None, None, InstanceConfig(method="magic"))
+    with pytest.raises(InputError):  # nuclear channel 1 of a one-channel image
+        watershed_instances(cell_prob, None, cell_prob[None].astype(np.float32), InstanceConfig(membrane_channel=None))
+
+
+def test_combine_vectra_classes():
+    cytoplasm = np.array([[0.6, 0.1]])
+    inside = np.array([[0.5, 0.2]])
+    outside = np.array([[0.0, 0.3]])
+    cell, nucleus = combine_class_probabilities(
+        {"cytoplasm": cytoplasm, "nucleus_in_cytoplasm": inside, "nucleus_out_of_cytoplasm": outside})
+    np.testing.assert_allclose(cell, [[1.0, 0.6]])
+    np.testing.assert_allclose(nucleus, [[0.5, 0.5]])
+    assert cell.dtype == nucleus.dtype == np.float32
+
+
+def test_combine_named_cell_and_nucleus_classes():
+    cell_map, nucleus_map = np.full((2, 2), 0.7), np.full((2, 2), 0.2)
+    cell, nucleus = combine_class_probabilities({"cell": cell_map, "nucleus": nucleus_map, "other": cell_map})
+    np.testing.assert_allclose(cell, cell_map)
+    np.testing.assert_allclose(nucleus, nucleus_map)
+    cell, nucleus = combine_class_probabilities({"cell": cell_map})
+    assert nucleus is None
+    cell, nucleus = combine_class_probabilities({"nucleus": nucleus_map})  # nuclei-only run: nuclei are the objects
+    np.testing.assert_allclose(cell, nucleus_map)
+    with pytest.raises(InputError):
+        combine_class_probabilities({"tumour": cell_map})
+
+
+def test_choose_threshold_separates_the_scribbles():
+    probability = np.array([0.7, 0.8, 0.9, 0.1, 0.2, 0.3, 0.6])
+    positive = np.array([1, 1, 1, 0, 0, 0, 0], bool)
+    # Perfect separation for 0.6 <= t < 0.7: the candidates 0.6 and 0.65 tie, 0.6 is closer to 0.5.
+    assert choose_threshold(probability, positive, ~positive) == pytest.approx(0.6)
+
+
+def test_choose_threshold_balances_unequal_scribbles():
+    # 4 positives at 0.6; 100 negatives at 0.2 and 10 at 0.7. Plain accuracy is best (110 / 114) for t >= 0.7,
+    # calling every positive negative; balanced accuracy is best (0.95) for 0.2 <= t < 0.6, and 0.5 is nearest 0.5.
+    probability = np.concatenate([np.full(4, 0.6), np.full(100, 0.2), np.full(10, 0.7)])
+    positive = np.arange(114) < 4
+    assert choose_threshold(probability, positive, ~positive) == pytest.approx(0.5)
+    with pytest.raises(InputError):
+        choose_threshold(probability, positive, np.zeros(114, bool))
