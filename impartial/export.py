@@ -1,0 +1,199 @@
+"""Writing results: prediction arrays (npz), a per-cell table (csv), label TIFFs and ImageJ ROI zips.
+
+All functions take plain arrays; every file is written atomically through :mod:`impartial.storage`.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import roifile
+import tifffile
+from scipy import ndimage
+from skimage.measure import find_contours, regionprops_table
+
+from .errors import InputError
+from .storage import atomic_path, write_bytes, write_npz, write_text
+
+PREDICTION_STRING_KEYS = ("class_names", "task_names")
+
+
+def save_prediction_npz(path: str | Path, *, class_segmentation: np.ndarray, class_segmentation_variance: np.ndarray,
+                        entropy: np.ndarray, instances: np.ndarray, nuclei: np.ndarray | None = None,
+                        class_names: list[str], task_names: list[str]) -> None:
+    """Atomically save a prediction as npz (loadable with ``allow_pickle=False``).
+
+    Args:
+        class_segmentation: (K, H, W) mean probability of each foreground class over all tasks.
+        class_segmentation_variance: (K, H, W) its MC-dropout variance.
+        entropy: (T, H, W) normalised entropy of each task.
+        instances: (H, W) cell labels; nuclei: (H, W) nucleus labels or None (then not stored).
+        class_names: K names; task_names: T names (stored as unicode arrays).
+    """
+    if len(class_names) != len(class_segmentation) or len(task_names) != len(entropy):
+        raise ValueError(f"{len(class_names)} class names for {len(class_segmentation)} maps, "
+                         f"{len(task_names)} task names for {len(entropy)} entropy maps")
+    arrays = {
+        "class_segmentation": np.asarray(class_segmentation, np.float32),
+        "class_segmentation_variance": np.asarray(class_segmentation_variance, np.float32),
+        "entropy": np.asarray(entropy, np.float32),
+        "instances": np.asarray(instances, np.int32),
+        "class_names": np.array(class_names, dtype=str),
+        "task_names": np.array(task_names, dtype=str),
+    }
+    if nuclei is not None:
+        arrays["nuclei"] = np.asarray(nuclei, np.int32)
+    write_npz(path, **arrays)
+
+
+def load_prediction_npz(path: str | Path) -> dict[str, np.ndarray | list[str]]:
+    """Read what :func:`save_prediction_npz` wrote; ``class_names`` and ``task_names`` come back as lists."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            values = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise InputError(f"cannot read the prediction: {error}", path) from error
+    for key in PREDICTION_STRING_KEYS:
+        if key in values:
+            values[key] = [str(name) for name in values[key]]
+    return values
+
+
+def cell_table(instances: np.ndarray, image: np.ndarray, channel_names: list[str],
+               uncertainty: np.ndarray | None = None, class_map: np.ndarray | None = None,
+               class_names: list[str] | None = None) -> pd.DataFrame:
+    """One row per cell: id, class, area, centroid_y, centroid_x, mean_<channel>..., mean_uncertainty.
+
+    Args:
+        instances: (H, W) int labels, 0 = background.
+        image: (C, H, W) intensities (raw or normalised) with one name per channel in ``channel_names``.
+        uncertainty: (H, W) map averaged per cell; None leaves out ``mean_uncertainty``.
+        class_map: (H, W) int index into ``class_names``; a cell's class is the most frequent one inside it.
+            Without a map every cell gets the single name in ``class_names`` (default "cell").
+    """
+    class_names = class_names or ["cell"]
+    if len(channel_names) != len(image):
+        raise ValueError(f"{len(channel_names)} channel names for {len(image)} channels")
+    if class_map is None and len(class_names) != 1:
+        raise ValueError("a class map is needed to name cells of several classes")
+    layers = [*image, *([] if uncertainty is None else [uncertainty])]
+    names = [f"mean_{name}" for name in channel_names] + ([] if uncertainty is None else ["mean_uncertainty"])
+    properties = regionprops_table(instances, intensity_image=np.stack(layers, axis=-1),
+                                   properties=("label", "area", "centroid", "intensity_mean"))
+    ids = np.asarray(properties["label"], np.int64)
+    classes = [class_names[0]] * len(ids) if class_map is None else _majority_classes(instances, class_map, ids,
+                                                                                      class_names)
+    table = pd.DataFrame({"id": ids, "class": classes, "area": np.asarray(properties["area"], np.int64),
+                          "centroid_y": properties["centroid-0"], "centroid_x": properties["centroid-1"]})
+    for index, name in enumerate(names):
+        table[name] = properties[f"intensity_mean-{index}"]
+    return table
+
+
+def _majority_classes(instances: np.ndarray, class_map: np.ndarray, ids: np.ndarray,
+                      class_names: list[str]) -> list[str]:
+    """Name of the most frequent ``class_map`` value inside each cell of ``ids`` (ties: the lower index)."""
+    n_classes = len(class_names)
+    pairs = instances.astype(np.int64).ravel() * n_classes + class_map.astype(np.int64).ravel()
+    counts = np.bincount(pairs, minlength=(int(instances.max()) + 1) * n_classes).reshape(-1, n_classes)
+    return [class_names[index] for index in np.argmax(counts[ids], axis=1)]
+
+
+def save_cell_csv(path: str | Path, table: pd.DataFrame) -> None:
+    """Atomically write a :func:`cell_table` as csv."""
+    write_text(path, table.to_csv(index=False))
+
+
+def save_label_tiff(path: str | Path, labels: np.ndarray) -> None:
+    """Atomically write (H, W) labels as a zlib-compressed TIFF: uint16 when the ids fit, else int32."""
+    dtype = np.uint16 if labels.size == 0 or labels.max() <= np.iinfo(np.uint16).max else np.int32
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+
+
+def save_roi_zip(path: str | Path, labels: np.ndarray) -> None:
+    """Atomically write one ImageJ traced-polygon ROI per cell of (H, W) ``labels``, named by its id, in id order.
+
+    Outlines run along pixel edges, so :func:`impartial.io.read_roi_zip` (pixel inside when its centre is)
+    gives the labels back exactly for cells without holes, also those with pieces or background notches that
+    touch at a corner, up to renumbering when ids are not 1..N. Holes are filled; of a cell's pieces that share
+    no corner, only the largest group is written (see :func:`pixel_edge_outline`).
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for index, window in enumerate(ndimage.find_objects(labels)):
+            if window is None:
+                continue
+            cell_id = index + 1
+            outline = pixel_edge_outline(labels[window] == cell_id) + (window[1].start, window[0].start)
+            roi = roifile.ImagejRoi.frompoints(outline, name=str(cell_id))
+            roi.roitype = roifile.ROI_TYPE.TRACED
+            archive.writestr(f"{cell_id}.roi", roi.tobytes())
+    write_bytes(path, buffer.getvalue())
+
+
+def pixel_edge_outline(mask: np.ndarray) -> np.ndarray:
+    """Outer outline of a 2-D bool mask along pixel edges: (M, 2) int (x, y) corner points, corners only.
+
+    Pixel (r, c) spans x in [c, c + 1], y in [r, r + 1]. Follows ImageJ's traced outlines: pixels joined only
+    at a corner are separate pieces, whose outlines are spliced at that corner into one polygon that touches
+    itself there; background joined at a corner stays outside. Holes are filled; of pieces that share no corner,
+    the largest group is outlined. ``mask`` must have a pixel set.
+    """
+    if not mask.any():
+        raise ValueError("an empty mask has no outline")
+    loops = [_corner_loop(contour) for contour in find_contours(_upsampled(mask), 0.5, fully_connected="low")]
+    outer = sorted((loop for loop in loops if _signed_area(loop) > 0), key=_signed_area, reverse=True)
+    outline = _splice(outer)
+    turns = np.any(np.sign(outline - np.roll(outline, 1, axis=0)) != np.sign(np.roll(outline, -1, axis=0) - outline),
+                   axis=1)
+    return outline[turns]
+
+
+def _upsampled(mask: np.ndarray) -> np.ndarray:
+    """The mask with every pixel doubled in both directions, padded by one background pixel."""
+    return np.pad(np.kron(mask.astype(np.float32), np.ones((2, 2), np.float32)), 1)
+
+
+def _corner_loop(contour: np.ndarray) -> np.ndarray:
+    """A closed find_contours (row, col) contour of :func:`_upsampled` as (M, 2) int (x, y) pixel corners.
+
+    On the upsampled grid marching squares runs exactly along the pixel edges and cuts each corner a quarter
+    pixel short; rounding snaps those cut points onto the corner. Repeated points are dropped.
+    """
+    # padded upsampled index p lies at original coordinate (p - 0.5) / 2
+    corners = np.rint((contour[:-1, ::-1] - 0.5) / 2).astype(np.int32)
+    return corners[np.any(corners != np.roll(corners, 1, axis=0), axis=1)]
+
+
+def _splice(loops: list[np.ndarray]) -> np.ndarray:
+    """Join loops that share a corner into one closed polygon, starting from the first loop.
+
+    At a shared corner the walk detours round the other loop and comes back; the polygon's even-odd interior is
+    the union of the loops' interiors, since every edge is kept exactly once. Loops sharing no corner are dropped.
+    """
+    chain = [tuple(point) for point in loops[0].tolist()]
+    rest = [[tuple(point) for point in loop.tolist()] for loop in loops[1:]]
+    joined = True
+    while joined:
+        joined = False
+        positions = {point: index for index, point in enumerate(chain)}
+        for number, loop in enumerate(rest):
+            shared = next((index for index, point in enumerate(loop) if point in positions), None)
+            if shared is not None:
+                at = positions[loop[shared]]
+                chain = chain[:at + 1] + loop[shared + 1:] + loop[:shared + 1] + chain[at + 1:]
+                del rest[number]
+                joined = True
+                break
+    return np.array(chain, np.int32)
+
+
+def _signed_area(polygon: np.ndarray) -> float:
+    """Shoelace area of an (M, 2) (x, y) polygon, positive for find_contours' outer outlines."""
+    x, y = polygon[:, 0], polygon[:, 1]
+    return float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2
