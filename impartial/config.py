@@ -212,7 +212,8 @@ def _problems(config: RunConfig):
         if not task.classes:
             yield f"{where} needs at least one class"
         if len(task.ncomponents) != task.n_classes + 1:
-            yield f"{where}: ncomponents needs {task.n_classes + 1} entries (classes then background), got {task.ncomponents}"
+            yield (f"{where}: ncomponents needs {task.n_classes + 1} entries (classes then background), "
+                   f"got {task.ncomponents}")
         if any(n < 1 for n in task.ncomponents):
             yield f"{where}: every class needs at least one component"
         if any(not 0 <= c < config.n_channels for c in task.rec_channels):
@@ -231,6 +232,7 @@ def _problems(config: RunConfig):
         (min(train.wfore, train.wback, train.wrec, train.wreg) >= 0, "loss weights must be non-negative"),
         (0.0 < train.ratio < 1.0, "train.ratio must be in (0, 1)"),
         (train.blind_radius >= 1, "train.blind_radius must be at least 1"),
+        (train.patch > 2 * train.blind_radius, "train.patch must be larger than 2 * train.blind_radius"),
         (train.rec_loss in ("gaussian", "mixture"), "train.rec_loss must be 'gaussian' or 'mixture'"),
         (0.0 <= train.scribble_fraction <= 1.0, "train.scribble_fraction must be in [0, 1]"),
         (0.0 < train.val_fraction < 1.0, "train.val_fraction must be in (0, 1)"),
@@ -280,7 +282,7 @@ TASK_PRESETS = {"whole_cell": whole_cell_tasks, "vectra": vectra_tasks, "tissuen
 def quick_config(**overrides: Any) -> RunConfig:
     """CPU, interactive: a small U-Net and short epochs, so a preview arrives within seconds."""
     config = RunConfig(
-        model=ModelConfig(depth=3, base=16, dropout=0.2),
+        model=ModelConfig(depth=3, base=12, dropout=0.2),
         train=TrainConfig(epochs=40, patch=128, patches_per_epoch=256, batch=16, lr=2e-3, nsaves=3,
                           patience=8, preview_every=2, val_patches=32),
         predict=PredictConfig(mcdrop=4, tile=512, overlap=32, batch=2),
