@@ -1,0 +1,254 @@
+"""Automatic scribbles from ground truth, the validation box, and scribble statistics.
+
+Scribbles use the method's layout (H, W, S) uint8 0/1: for each task in order one map per class,
+then one background map. Converting to and from a single-task label image lives in
+:mod:`impartial.io` (``scribbles_from_label_image`` / ``label_image_from_scribbles``).
+
+Automatic scribbles imitate an annotator working box by box: pick a random cell not yet
+scribbled, open a box around it, and draw in that box a thin foreground stroke in every cell it
+touches (the cell's skeleton plus a ring a few px inside its border) and a thin background stroke
+(the skeleton of a narrow band around the cells), until the requested share of cells is used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.morphology import skeletonize
+from skimage.segmentation import relabel_sequential
+
+from .config import RunConfig
+from .errors import InputError
+
+BAND = 4  # px: width of the background band around cells whose skeleton is the background stroke
+RING_DEPTH = 3  # px: how far inside a cell's border its ring stroke runs
+MARGIN = BAND + 2  # px of context around the cells of a box, so the band is complete inside the box
+
+
+def auto_scribbles(class_labels: list[list[np.ndarray]], fraction: float, seed: int = 0, box: int = 32,
+                   val_fraction: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """Scribble about ``fraction`` of the cells of the reference class from ground-truth instances.
+
+    The reference class is the first class of the first task. Its cells are visited in random
+    order; each not yet scribbled opens a ``box`` x ``box`` window around it (see module doc), and
+    the reference cells touching the window count as used. It stops once
+    ``max(1, round(fraction * n_cells))`` are used, so it may overshoot by one box's cells.
+
+    Args:
+        class_labels: ``class_labels[t][c]`` (H, W) integer instance map of class c of task t.
+        fraction: share of reference cells to scribble, in (0, 1].
+        seed: seeds the order in which cells are visited.
+        box: side in px of the window opened around each chosen cell.
+        val_fraction: side of the validation box relative to the image side (see :func:`validation_box`).
+
+    Returns:
+        (scribbles (H, W, S) uint8 0/1 in the method's layout, val_mask (H, W) bool).
+    """
+    if not 0 < fraction <= 1:
+        raise InputError(f"the scribble fraction must be in (0, 1], got {fraction}")
+    if box < 1:
+        raise InputError(f"the scribble box must be at least 1 px, got {box}")
+    maps = _checked_labels(class_labels)
+    bounds = [[_bounding_boxes(labels) for labels in task] for task in maps]
+    reference = maps[0][0]
+    n_cells = int(reference.max())  # ids are sequential after _checked_labels
+    if n_cells == 0:
+        raise InputError("the labels hold no cells to scribble")
+    scribbles = np.zeros((*reference.shape, sum(len(task) + 1 for task in maps)), np.uint8)
+    used = np.zeros(n_cells + 1, bool)
+    target = max(1, round(fraction * n_cells))
+    for cell in np.random.default_rng(seed).permutation(np.arange(1, n_cells + 1)):
+        if used.sum() >= target:
+            break
+        if used[cell]:
+            continue
+        window = _window_around(bounds[0][0][cell], box, reference.shape)
+        _scribble_window(maps, bounds, window, scribbles)
+        used[reference[window]] = True
+        used[0] = False  # background inside the window is no cell
+    return scribbles, validation_box(scribbles, val_fraction)
+
+
+def validation_box(scribbles: np.ndarray, fraction: float = 0.4) -> np.ndarray:
+    """The held-out validation region: an axis-aligned box where the scribbles are densest.
+
+    Args:
+        scribbles: (H, W, S) scribble maps.
+        fraction: box side relative to the image side, in (0, 1); the box is
+            ``round(fraction * H)`` x ``round(fraction * W)`` px (at least 1).
+
+    Returns:
+        (H, W) bool, True inside the box. Among equally dense positions the top-left-most wins.
+    """
+    if scribbles.ndim != 3:
+        raise InputError(f"scribbles must be (H, W, S), got shape {scribbles.shape}")
+    if not 0 < fraction < 1:
+        raise InputError(f"the validation fraction must be in (0, 1), got {fraction}")
+    height, width = scribbles.shape[:2]
+    box_h, box_w = max(1, round(fraction * height)), max(1, round(fraction * width))
+    scribbled = scribbles.any(axis=2).astype(np.int64)
+    integral = np.pad(scribbled.cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
+    # Scribbled pixels in the box whose top-left corner is (r, c), for every r, c at once.
+    counts = (integral[box_h:, box_w:] - integral[:-box_h, box_w:]
+              - integral[box_h:, :-box_w] + integral[:-box_h, :-box_w])
+    top, left = np.unravel_index(np.argmax(counts), counts.shape)
+    mask = np.zeros((height, width), bool)
+    mask[top:top + box_h, left:left + box_w] = True
+    return mask
+
+
+def scribble_table(name: str, scribbles: np.ndarray, class_labels: list[list[np.ndarray]],
+                   config: RunConfig) -> list[dict]:
+    """Rows of the method's scribble table for one image, one row per class.
+
+    Columns: ``input_file``, ``task``, ``class``, ``labelled_cells`` (instances in the labels),
+    ``scribbled_cells`` (instances with at least one pixel of their class's stroke) and
+    ``scribbled_pixels_pct`` (% of the class's pixels covered by its strokes).
+    """
+    _check_layout(scribbles, config)
+    maps = _checked_labels(class_labels)
+    if [len(task) for task in maps] != [task.n_classes for task in config.tasks]:
+        raise InputError("the labels do not match the tasks' classes", name)
+    if maps[0][0].shape != scribbles.shape[:2]:
+        raise InputError(f"labels are {maps[0][0].shape}, scribbles {scribbles.shape[:2]}", name)
+    rows = []
+    for task_index, class_index, class_name, channel in _class_channels(config):
+        labels = maps[task_index][class_index]
+        stroked = scribbles[..., channel] > 0
+        covered = np.count_nonzero(stroked & (labels > 0)) / max(np.count_nonzero(labels), 1)
+        rows.append({
+            "input_file": name,
+            "task": config.tasks[task_index].name,
+            "class": class_name,
+            "labelled_cells": int(labels.max()),
+            "scribbled_cells": int(np.count_nonzero(np.unique(labels[stroked]))),
+            "scribbled_pixels_pct": round(100.0 * float(covered), 3),
+        })
+    return rows
+
+
+def scribble_counts(scribbles: np.ndarray, config: RunConfig) -> dict[str, int]:
+    """Scribbled pixels per class name, and under ``background`` the pixels in any task's background map."""
+    _check_layout(scribbles, config)
+    counts = {name: int(np.count_nonzero(scribbles[..., channel])) for _, _, name, channel in _class_channels(config)}
+    counts["background"] = int(np.count_nonzero(scribbles[..., _background_channels(config)].any(axis=-1)))
+    return counts
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+def _class_channels(config: RunConfig) -> list[tuple[int, int, str, int]]:
+    """(task index, class index, class name, scribble channel) of every foreground class."""
+    result, channel = [], 0
+    for task_index, task in enumerate(config.tasks):
+        result += [(task_index, index, name, channel + index) for index, name in enumerate(task.classes)]
+        channel += task.n_scribble_channels
+    return result
+
+
+def _background_channels(config: RunConfig) -> list[int]:
+    """Scribble channel of each task's background map (the last of the task's maps)."""
+    return list(np.cumsum([task.n_scribble_channels for task in config.tasks]) - 1)
+
+
+def _check_layout(scribbles: np.ndarray, config: RunConfig) -> None:
+    if scribbles.ndim != 3 or scribbles.shape[-1] != config.n_scribble_channels:
+        raise InputError(f"scribbles have shape {scribbles.shape}, expected (H, W, {config.n_scribble_channels}) "
+                         "(per task one map per class, then background)")
+
+
+def _checked_labels(class_labels: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+    """Validate ``class_labels[t][c]`` (same-shape 2-D integer maps) and renumber each map from 1 sequentially."""
+    if not class_labels or any(not task for task in class_labels):
+        raise InputError("class labels need at least one task with at least one class")
+    arrays = [np.asarray(labels) for task in class_labels for labels in task]
+    shape = arrays[0].shape
+    for labels in arrays:
+        if labels.ndim != 2 or labels.shape != shape:
+            raise InputError(f"every label map must be 2-D with shape {shape}, got {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+            raise InputError(f"label maps must hold non-negative integer ids, got {labels.dtype}")
+    renumbered = iter(relabel_sequential(labels)[0].astype(np.int32) for labels in arrays)
+    return [[next(renumbered) for _ in task] for task in class_labels]
+
+
+# --- strokes --------------------------------------------------------------------------------------
+
+def _bounding_boxes(labels: np.ndarray) -> np.ndarray:
+    """(n + 1, 4) int64 (top, left, bottom, right) per id of a sequential label map; row 0 is unused."""
+    found = ndimage.find_objects(labels)
+    boxes = [(0, 0, 0, 0)] + [(rows.start, cols.start, rows.stop, cols.stop) for rows, cols in found]
+    return np.array(boxes, np.int64)
+
+
+def _window_around(bounds: np.ndarray, box: int, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """A ``box`` x ``box`` window centred on a cell's bounding box, shifted to lie inside the image."""
+    window = []
+    for start, stop, size in ((bounds[0], bounds[2], shape[0]), (bounds[1], bounds[3], shape[1])):
+        low = int(np.clip((start + stop) // 2 - box // 2, 0, max(size - box, 0)))
+        window.append(slice(low, min(low + box, size)))
+    return window[0], window[1]
+
+
+def _scribble_window(maps: list[list[np.ndarray]], bounds: list[list[np.ndarray]], window: tuple[slice, slice],
+                     scribbles: np.ndarray) -> None:
+    """Draw, in place, the strokes of every task for one window."""
+    channel = 0
+    for task_maps, task_bounds in zip(maps, bounds, strict=True):
+        touched = [_ids(labels[window]) for labels in task_maps]
+        crop = _crop_around(window, [b[ids] for b, ids in zip(task_bounds, touched, strict=True)],
+                            scribbles.shape[:2])
+        target = scribbles[crop]  # a view: writing to it writes the scribbles
+        for index, (labels, ids) in enumerate(zip(task_maps, touched, strict=True)):
+            target[..., channel + index] |= _cell_strokes(labels[crop], ids)
+        cells = np.any([labels[crop] > 0 for labels in task_maps], axis=0)
+        # Background strokes only inside the window; the crop's context just completes the band.
+        window_in_crop = tuple(slice(w.start - c.start, w.stop - c.start) for w, c in zip(window, crop, strict=True))
+        target[window_in_crop + (channel + len(task_maps),)] |= _background_stroke(cells)[window_in_crop]
+        channel += len(task_maps) + 1
+
+
+def _ids(labels: np.ndarray) -> np.ndarray:
+    """Sorted cell ids (non-zero values) present in ``labels``."""
+    ids = np.unique(labels)
+    return ids[ids > 0]
+
+
+def _crop_around(window: tuple[slice, slice], cell_bounds: list[np.ndarray],
+                 shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The window grown to hold the touched cells' bounding boxes (rows of (top, left, bottom, right)) plus MARGIN."""
+    bounds = np.concatenate([np.array([[window[0].start, window[1].start, window[0].stop, window[1].stop]]),
+                             *cell_bounds])
+    top, left = np.maximum(bounds[:, :2].min(axis=0) - MARGIN, 0)
+    bottom, right = np.minimum(bounds[:, 2:].max(axis=0) + MARGIN, shape)
+    return slice(int(top), int(bottom)), slice(int(left), int(right))
+
+
+def _cell_strokes(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 strokes inside the cells ``ids`` of ``labels``: skeleton plus a ring RING_DEPTH px inside.
+
+    Cells are first eroded by 1 px where they touch another cell, so neighbours' strokes stay apart.
+    """
+    if ids.size == 0:
+        return np.zeros(labels.shape, np.uint8)
+    separated = np.isin(labels, ids) & ~_shared_borders(labels)
+    # Padding makes the image edge a border too, so the ring also closes along a cut-off cell's edge.
+    deep = ndimage.distance_transform_edt(np.pad(separated, 1))[1:-1, 1:-1] >= RING_DEPTH
+    ring = deep & ~ndimage.binary_erosion(deep)
+    return (skeletonize(separated) | ring).astype(np.uint8)
+
+
+def _shared_borders(labels: np.ndarray) -> np.ndarray:
+    """(h, w) bool: pixels of a cell with a different cell among their 8 neighbours (not background)."""
+    largest = ndimage.maximum_filter(labels, size=3, mode="nearest")
+    smallest = ndimage.minimum_filter(np.where(labels > 0, labels, np.iinfo(labels.dtype).max), size=3,
+                                      mode="nearest")
+    return (labels > 0) & ((largest != labels) | (smallest != labels))
+
+
+def _background_stroke(cells: np.ndarray) -> np.ndarray:
+    """(h, w) bool skeleton of the BAND px wide background band around ``cells`` (bool); never on a cell."""
+    if not cells.any():
+        return np.zeros(cells.shape, bool)
+    band = ~cells & (ndimage.distance_transform_edt(~cells) <= BAND)
+    return skeletonize(band)
