@@ -1,0 +1,684 @@
+"""The dashboard's on-disk store: one project is one folder, reopened exactly as it was left.
+
+```
+<data_root>/projects/<name>/project.json     name, owner, shared, channels, colors, contrast, tasks, created
+                            settings.json    the last RunConfig used on the Train page
+                            images/<image>.tif       raw (C, H, W) float32
+                            labels/<image>.tif       (H, W) int32 instances (optional)
+                            scribbles/<image>.npz    scribble (H, W, S) uint8, optional val_mask (H, W) bool
+                            canvas/<image>.json      the drawing canvas' strokes, to restore it
+                            runs/<run_id>/           run folders written by the Trainer
+                            predictions/<run_id>/    exported segmentations
+```
+
+Every write goes through :mod:`impartial.storage` (atomic). Names that reach the file system
+pass :func:`safe_name`, so an upload called ``../../etc/passwd`` lands as ``passwd`` inside the
+project. Who sees a project is decided by :func:`impartial.access.can_open` (owner, shared flag;
+``user=None`` means access control is off and everyone sees everything).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+import unicodedata
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from . import io, scribbles, storage, synthetic
+from .access import can_open
+from .config import RunConfig, TaskConfig, preset_config, whole_cell_tasks
+from .dataset import TrainingImage
+from .errors import InputError
+from .export import save_label_tiff
+from .runs import read_status
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_ROOT = Path("impartial-data")
+DATA_ROOT_ENV = "IMPARTIAL_DATA"
+PROJECTS_DIR = "projects"
+META_FILE = "project.json"
+SETTINGS_FILE = "settings.json"
+LABEL_MARKERS = ("_labels", "_label", "_masks", "_mask")  # "<image>_masks.tif" holds the labels of "<image>.tif"
+DEFAULT_COLORS = ("#00ff00", "#0080ff", "#ff0000", "#ffff00", "#ff00ff", "#00ffff", "#ffffff")
+DEFAULT_CONTRAST = (1.0, 99.8)
+MAX_NAME_LENGTH = 100
+NORMALIZED_CACHE_SIZE = 8  # normalised images kept in memory per Project (a few full-size images)
+_UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
+_HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+# --- names and locations ----------------------------------------------------------------------
+
+def data_root_from_env(cli_value: str | Path | None = None) -> Path:
+    """The data root: the CLI flag when given, else ``$IMPARTIAL_DATA``, else ``impartial-data``."""
+    if cli_value:
+        return Path(cli_value)
+    return Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
+
+
+def safe_name(filename: str) -> str:
+    """A file name that stays inside its folder: no directories, only ``[A-Za-z0-9._-]``.
+
+    Directories (``/`` or ``\\``) are dropped, accents lose their marks (``é`` -> ``e``), spaces and
+    other characters become ``_``, leading dots go (no hidden files). Raises InputError when
+    nothing usable is left (empty, ``.``, ``..``).
+    """
+    base = str(filename).replace("\\", "/").rsplit("/", 1)[-1]
+    decomposed = unicodedata.normalize("NFKD", base)
+    without_marks = "".join(char for char in decomposed if not unicodedata.combining(char))
+    name = _UNSAFE_CHARACTERS.sub("_", without_marks).lstrip(".")[-MAX_NAME_LENGTH:]
+    if not name.strip("._-"):
+        raise InputError("not a usable file name", str(filename) or "''")
+    return name
+
+
+def projects_root(data_root: str | Path) -> Path:
+    return Path(data_root) / PROJECTS_DIR
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    """What the project list shows without opening a project."""
+
+    name: str
+    dir: Path
+    owner: str | None
+    shared: bool
+    created: float
+    channels: list[str]
+    n_images: int
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run folder of a project; ``status`` as :func:`impartial.runs.read_status` reads it."""
+
+    id: str
+    dir: Path
+    status: dict[str, Any]
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    path = folder / META_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the project file: {error}", path) from error
+
+
+def _checked_project_name(name: str) -> str:
+    if not name or safe_name(name) != name:
+        suggestion = f" (try '{safe_name(name)}')" if name and name.strip("._-") else ""
+        raise InputError(f"a project name may only use letters, digits, '.', '_' and '-'{suggestion}", name)
+    return name
+
+
+# --- creating, opening, listing -----------------------------------------------------------------
+
+def create_project(data_root: str | Path, name: str, channels: list[str], tasks: list[TaskConfig],
+                   owner: str | None = None, shared: bool = False) -> Project:
+    """Make a new, empty project folder. InputError when the name is bad or taken, or tasks do not fit channels."""
+    folder = projects_root(data_root) / _checked_project_name(name)
+    _write_new_project(folder, _new_meta(name, channels, tasks, owner, shared))
+    return Project(folder)
+
+
+def _new_meta(name: str, channels: list[str], tasks: list[TaskConfig], owner: str | None,
+              shared: bool) -> dict[str, Any]:
+    config = RunConfig(channels=list(channels), tasks=list(tasks)).validate()
+    return {"name": name, "owner": owner, "shared": bool(shared), "channels": config.channels,
+            "colors": _default_colors(len(channels)), "contrast": [list(DEFAULT_CONTRAST)] * len(channels),
+            "tasks": config.to_dict()["tasks"], "created": time.time()}
+
+
+def _write_new_project(folder: Path, meta: dict[str, Any]) -> None:
+    """Create the folder with its project.json; InputError if another session created it first."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()
+    except FileExistsError as error:
+        raise InputError("a project with this name exists already", meta["name"]) from error
+    storage.write_json(folder / META_FILE, meta)
+
+
+def open_project(data_root: str | Path, name: str, user: str | None = None) -> Project:
+    """Open a project by name; InputError when missing, PermissionError when ``user`` may not see it."""
+    folder = projects_root(data_root) / _checked_project_name(name)
+    if not (folder / META_FILE).exists():
+        raise InputError("no such project", name)
+    project = Project(folder)
+    if not can_open(project.meta, user):
+        raise PermissionError(f"project '{name}' belongs to {project.owner} and is not shared")
+    return project
+
+
+def list_projects(data_root: str | Path, user: str | None = None) -> list[ProjectInfo]:
+    """The projects ``user`` may see (all of them when ``user`` is None), sorted by name."""
+    root = projects_root(data_root)
+    if not root.is_dir():
+        return []
+    infos = []
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(".") or not (folder / META_FILE).is_file():
+            continue  # half-built demo folders and strays
+        try:
+            meta = _read_meta(folder)
+        except InputError as error:  # one damaged project must not hide the others
+            log.warning("skipping project folder: %s", error)
+            continue
+        if can_open(meta, user):
+            infos.append(ProjectInfo(name=meta["name"], dir=folder, owner=meta.get("owner"),
+                                     shared=bool(meta.get("shared")), created=float(meta.get("created", 0)),
+                                     channels=list(meta["channels"]), n_images=len(_stems(folder / "images", ".tif"))))
+    return infos
+
+
+def _default_colors(n_channels: int) -> list[str]:
+    return [DEFAULT_COLORS[index % len(DEFAULT_COLORS)] for index in range(n_channels)]
+
+
+def _stems(folder: Path, suffix: str) -> list[str]:
+    """Sorted stems of ``folder/*suffix``, leaving out hidden (temporary) files."""
+    if not folder.is_dir():
+        return []
+    return sorted(path.stem for path in folder.glob(f"*{suffix}") if not path.name.startswith("."))
+
+
+def _unique(name: str, taken: Iterable[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``, ... when taken."""
+    taken = set(taken)
+    candidates = (name if index == 1 else f"{name}_{index}" for index in range(1, len(taken) + 2))
+    return next(candidate for candidate in candidates if candidate not in taken)
+
+
+# --- the project --------------------------------------------------------------------------------
+
+class Project:
+    """One project folder. Cheap to create: state lives on disk, so a new object sees everything."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.dir = Path(folder)
+        self.meta: dict[str, Any] = _read_meta(self.dir)
+        self._normalized: collections.OrderedDict[str, tuple[int, np.ndarray]] = collections.OrderedDict()
+
+    # --- metadata ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def owner(self) -> str | None:
+        return self.meta.get("owner")
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.meta.get("shared"))
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.meta["channels"])
+
+    @property
+    def colors(self) -> list[str]:
+        return list(self.meta["colors"])
+
+    @property
+    def contrast(self) -> list[list[float]]:
+        return [list(pair) for pair in self.meta["contrast"]]
+
+    @property
+    def tasks(self) -> list[TaskConfig]:
+        return RunConfig.from_dict({"tasks": self.meta["tasks"]}).tasks
+
+    @property
+    def n_scribble_channels(self) -> int:
+        return sum(task.n_scribble_channels for task in self.tasks)
+
+    def _save_meta(self, **changes: Any) -> None:
+        meta = {**self.meta, **changes}
+        storage.write_json(self.dir / META_FILE, meta)
+        self.meta = meta
+
+    def set_shared(self, shared: bool) -> None:
+        """Share the project with every user (or stop sharing it)."""
+        self._save_meta(shared=bool(shared))
+
+    def set_channels(self, names: list[str], colors: list[str] | None = None,
+                     contrast: list[list[float]] | None = None) -> None:
+        """Rename channels and set their display colours (``#rrggbb``) and contrast percentiles ``[lo, hi]``.
+
+        The number of names must match the images already in the project.
+        """
+        names = [str(name) for name in names]
+        colors = _default_colors(len(names)) if colors is None else list(colors)
+        contrast = [list(DEFAULT_CONTRAST)] * len(names) if contrast is None else [list(p) for p in contrast]
+        if self.images() and len(names) != len(self.channels):
+            raise InputError(f"the images have {len(self.channels)} channel(s); got {len(names)} names", self.name)
+        if len(colors) != len(names) or len(contrast) != len(names):
+            raise InputError("give one colour and one contrast range per channel", self.name)
+        bad_colors = [color for color in colors if not _HEX_COLOR.match(str(color))]
+        if bad_colors:
+            raise InputError(f"colours must look like #00ff00, got {bad_colors}", self.name)
+        if any(len(pair) != 2 or not 0 <= pair[0] < pair[1] <= 100 for pair in contrast):
+            raise InputError(f"contrast ranges must be percentiles 0 <= low < high <= 100, got {contrast}", self.name)
+        RunConfig(channels=names, tasks=self.tasks).validate()
+        self._save_meta(channels=names, colors=colors, contrast=[[float(lo), float(hi)] for lo, hi in contrast])
+
+    def set_tasks(self, tasks: list[TaskConfig], reset_scribbles: bool = False) -> None:
+        """Change the tasks. When their classes change, existing scribbles no longer fit their channels:
+        refused with InputError unless ``reset_scribbles`` (then every scribble and canvas is deleted)."""
+        config = RunConfig(channels=self.channels, tasks=list(tasks)).validate()
+        layout_changes = [task.classes for task in config.tasks] != [task.classes for task in self.tasks]
+        scribbled = _stems(self.dir / "scribbles", ".npz")
+        if layout_changes and scribbled:
+            if not reset_scribbles:
+                raise InputError(f"{len(scribbled)} image(s) have scribbles for the current classes; "
+                                 "changing the classes deletes them (confirm to reset scribbles)", self.name)
+            for image in scribbled:
+                self._remove_annotations(image)
+        self._save_meta(tasks=config.to_dict()["tasks"])
+
+    def config_defaults(self) -> RunConfig:
+        """The last settings used here (settings.json), else the quick preset; always with this project's
+        channels and tasks."""
+        path = self.dir / SETTINGS_FILE
+        config = RunConfig.load(path) if path.exists() else preset_config("quick", tasks=self.tasks)
+        config.channels, config.tasks = self.channels, self.tasks
+        if config.instances.nuclear_channel is not None and config.instances.nuclear_channel >= config.n_channels:
+            config.instances.nuclear_channel = None  # one-channel projects: seeds from distance peaks
+        return config.validate()
+
+    def save_settings(self, config: RunConfig) -> None:
+        """Remember the Train page's settings for the next visit."""
+        storage.write_json(self.dir / SETTINGS_FILE, config.validate().to_dict())
+
+    # --- images -----------------------------------------------------------------------------
+
+    def _path(self, kind: str, image: str, suffix: str) -> Path:
+        return self.dir / kind / f"{image}{suffix}"
+
+    def _require(self, image: str) -> Path:
+        path = self._path("images", image, ".tif")
+        if safe_name(image) != image or not path.exists():
+            raise InputError(f"no image named '{image}' in project {self.name}")
+        return path
+
+    def images(self) -> list[str]:
+        """Names of the project's images, sorted."""
+        return _stems(self.dir / "images", ".tif")
+
+    def add_image(self, filename: str, data: bytes) -> str:
+        """Store an uploaded file as a project image; returns its name (the safe stem, made unique).
+
+        Raises InputError naming ``filename`` when the file is empty, unreadable, or has another
+        channel count than the project's images (the first image may set the count).
+        """
+        if not data:
+            raise InputError("the file is empty", filename)
+        with _uploaded(filename, data) as path:
+            image = self._read_upload(path, filename)
+        return self._store_image(Path(safe_name(filename)).stem, image, filename)
+
+    def add_images(self, files: list[tuple[str, bytes]]) -> tuple[list[str], list[InputError]]:
+        """Add every readable file; returns the new names and one InputError per file that failed."""
+        names, errors = [], []
+        for filename, data in files:
+            try:
+                names.append(self.add_image(filename, data))
+            except InputError as error:
+                errors.append(error)
+        return names, errors
+
+    def _read_upload(self, path: Path, filename: str) -> np.ndarray:
+        n_channels = len(self.channels) if self.images() else None
+        try:
+            return io.read_image(path, n_channels=n_channels)
+        except InputError as error:
+            raise InputError(error.problem, filename) from error
+        except (OSError, ValueError) as error:  # io turns known problems into InputError; this is the safety net
+            raise InputError(f"cannot read the image: {error}", filename) from error
+
+    def _store_image(self, stem: str, image: np.ndarray, source: str) -> str:
+        """Write a raw (C, H, W) image under a fresh name; the first image may set the channel count."""
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 3:
+            raise InputError(f"expected a (channels, height, width) image, got shape {image.shape}", source)
+        if not self.images():
+            self._fit_channels(image.shape[0], source)
+        elif image.shape[0] != len(self.channels):
+            raise InputError(f"has {image.shape[0]} channel(s), the project's images have {len(self.channels)}",
+                             source)
+        name = _unique(stem, self.images())
+        io.write_image_tiff(self._path("images", name, ".tif"), image)
+        return name
+
+    def _fit_channels(self, n_channels: int, source: str) -> None:
+        """Adopt the first image's channel count, keeping the given names and naming any extra ones."""
+        if n_channels == len(self.channels):
+            return
+        names = (self.channels + [f"channel {index + 1}" for index in range(len(self.channels), n_channels)])
+        try:
+            RunConfig(channels=names[:n_channels], tasks=self.tasks).validate()
+        except InputError as error:
+            raise InputError(f"has {n_channels} channel(s), which the project's tasks cannot use: {error.problem}",
+                             source) from error
+        self.set_channels(names[:n_channels], (self.colors + _default_colors(n_channels))[:n_channels],
+                          (self.contrast + [list(DEFAULT_CONTRAST)] * n_channels)[:n_channels])
+
+    def delete_image(self, name: str) -> None:
+        """Remove an image with its labels, scribbles and canvas."""
+        self._require(name).unlink()
+        self._path("labels", name, ".tif").unlink(missing_ok=True)
+        self._remove_annotations(name)
+        self._normalized.pop(name, None)
+
+    def _remove_annotations(self, name: str) -> None:
+        self._path("scribbles", name, ".npz").unlink(missing_ok=True)
+        self._path("canvas", name, ".json").unlink(missing_ok=True)
+
+    def load_image(self, name: str) -> np.ndarray:
+        """The raw image, (C, H, W) float32."""
+        return io.read_image(self._require(name), n_channels=len(self.channels))
+
+    def image_shape(self, name: str) -> tuple[int, int]:
+        """(H, W) of an image, read from the file header only."""
+        with tifffile.TiffFile(self._require(name)) as tif:
+            shape = tif.series[0].shape
+        return int(shape[-2]), int(shape[-1])
+
+    def normalized(self, name: str) -> np.ndarray:
+        """The image normalised per channel (io.normalize_percentile), (C, H, W) float32; cached by file time."""
+        mtime = self._require(name).stat().st_mtime_ns
+        cached = self._normalized.get(name)
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, io.normalize_percentile(self.load_image(name)))
+            self._normalized[name] = cached
+        self._normalized.move_to_end(name)
+        while len(self._normalized) > NORMALIZED_CACHE_SIZE:
+            self._normalized.popitem(last=False)
+        return cached[1]
+
+    # --- labels -----------------------------------------------------------------------------
+
+    def add_labels(self, image: str, filename: str, data: bytes) -> None:
+        """Attach an uploaded instance-label file to ``image``; InputError naming ``filename`` when its
+        shape differs from the image's or it cannot be read."""
+        shape = self.image_shape(image)
+        with _uploaded(filename, data) as path:
+            try:
+                labels = io.read_labels(path, shape=shape)
+            except InputError as error:
+                raise InputError(error.problem, filename) from error
+        self._store_labels(image, labels, filename)
+
+    def _store_labels(self, image: str, labels: np.ndarray, source: str) -> None:
+        shape = self.image_shape(image)
+        if labels.shape != shape:
+            raise InputError(f"labels have shape {labels.shape}, the image is {shape}", source)
+        save_label_tiff(self._path("labels", image, ".tif"), labels)
+
+    def load_labels(self, name: str) -> np.ndarray | None:
+        """(H, W) int32 instance labels, or None when the image has none."""
+        self._require(name)
+        path = self._path("labels", name, ".tif")
+        return io.read_labels(path) if path.exists() else None
+
+    # --- importing folders -----------------------------------------------------------------------
+
+    def import_folder(self, path: str | Path) -> tuple[list[str], list[InputError]]:
+        """Import a TissueNet ``.npz``, a Cellpose folder (``*_img`` / ``*_masks``), a folder of images
+        (``<name>_labels.*`` / ``<name>_masks.*`` beside an image become its labels) or one image file.
+
+        Same rules as uploads: good files go in, each bad one gives an InputError. Returns (names, errors).
+        """
+        path = Path(path)
+        if path.is_file() and path.suffix.lower() == ".npz" and _is_tissuenet(path):
+            return self._add_samples(_tissuenet_samples(path))
+        if path.is_dir() and any(path.glob("*_img.*")):
+            return self._add_samples(io.read_cellpose_folder(path))
+        if path.is_dir():
+            return self._add_samples(_folder_samples(path))
+        if path.is_file():
+            return self._add_samples([(path.name, path, None)])
+        raise InputError("no such file or folder", path)
+
+    def _add_samples(self, samples: Iterable[tuple[str, Path | np.ndarray, Path | np.ndarray | None]]
+                     ) -> tuple[list[str], list[InputError]]:
+        """Store (source name, image, labels) samples, where image and labels are arrays or files to read."""
+        names, errors = [], []
+        for source, image, labels in samples:
+            try:
+                if isinstance(image, Path):
+                    image = self._read_upload(image, source)
+                name = self._store_image(Path(safe_name(source)).stem, image, source)
+            except InputError as error:
+                errors.append(error)
+                continue
+            names.append(name)
+            try:
+                if isinstance(labels, Path):
+                    labels = io.read_labels(labels, shape=self.image_shape(name))
+                if labels is not None:
+                    self._store_labels(name, labels, source)
+            except InputError as error:
+                errors.append(error)
+        return names, errors
+
+    # --- scribbles ------------------------------------------------------------------------------
+
+    def save_scribbles(self, name: str, scribbles_hws: np.ndarray, canvas_json: dict | None = None,
+                       val_mask: np.ndarray | None = None) -> None:
+        """Store an image's scribbles (H, W, S) 0/1 in the project's layout, atomically.
+
+        ``canvas_json`` is the drawing canvas' state to restore it; None removes a stored one (it would
+        no longer match). ``val_mask`` (H, W) bool fixes the validation box; None = chosen at training.
+        """
+        height, width = self.image_shape(name)
+        expected = (height, width, self.n_scribble_channels)
+        if scribbles_hws.shape != expected:
+            raise InputError(f"scribbles have shape {scribbles_hws.shape}, expected {expected}", name)
+        arrays = {"scribble": (np.asarray(scribbles_hws) > 0).astype(np.uint8)}
+        if val_mask is not None:
+            if val_mask.shape != (height, width):
+                raise InputError(f"validation mask has shape {val_mask.shape}, expected {(height, width)}", name)
+            arrays["val_mask"] = np.asarray(val_mask, dtype=bool)
+        storage.write_npz(self._path("scribbles", name, ".npz"), **arrays)
+        canvas_path = self._path("canvas", name, ".json")
+        if canvas_json is None:
+            canvas_path.unlink(missing_ok=True)
+        else:
+            storage.write_json(canvas_path, canvas_json)
+
+    def _load_scribble_file(self, name: str) -> dict[str, np.ndarray]:
+        self._require(name)
+        path = self._path("scribbles", name, ".npz")
+        if not path.exists():
+            return {}
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+
+    def load_scribbles(self, name: str) -> np.ndarray:
+        """(H, W, S) uint8 scribbles; zeros when the image has none yet."""
+        stored = self._load_scribble_file(name).get("scribble")
+        if stored is None:
+            return np.zeros((*self.image_shape(name), self.n_scribble_channels), dtype=np.uint8)
+        return stored
+
+    def load_val_mask(self, name: str) -> np.ndarray | None:
+        """The stored validation box (H, W) bool, or None when it is chosen at training time."""
+        return self._load_scribble_file(name).get("val_mask")
+
+    def load_canvas(self, name: str) -> dict | None:
+        """The drawing canvas' saved state, or None."""
+        self._require(name)
+        path = self._path("canvas", name, ".json")
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def scribbled_images(self) -> list[str]:
+        """Images with at least one scribbled pixel."""
+        return [name for name in _stems(self.dir / "scribbles", ".npz")
+                if name in self.images() and self.load_scribbles(name).any()]
+
+    def auto_scribble(self, name: str, fraction: float = 0.2, seed: int = 0) -> None:
+        """Scribble ``fraction`` of the cells automatically from the image's whole-cell labels.
+
+        Only classes named ``cell`` can be derived from whole-cell labels; other tasks raise InputError.
+        """
+        labels = self.load_labels(name)
+        if labels is None:
+            raise InputError("automatic scribbles need labels for this image", name)
+        others = [cls for task in self.tasks for cls in task.classes if cls != "cell"]
+        if others:
+            raise InputError(f"automatic scribbles come from whole-cell labels; classes {others} need their own "
+                             "labels", name)
+        truth = [[labels] for _ in self.tasks]
+        scribbles_hws, val_mask = scribbles.auto_scribbles(truth, fraction, seed=seed)
+        self.save_scribbles(name, scribbles_hws, val_mask=val_mask)
+
+    # --- training and runs --------------------------------------------------------------------
+
+    def training_set(self, config: RunConfig) -> list[TrainingImage]:
+        """Every scribbled image, normalised, with its validation box (stored, else chosen by
+        scribbles.validation_box) and labels. InputError when nothing is scribbled."""
+        names = self.scribbled_images()
+        if not names:
+            raise InputError(f"no scribbles in project {self.name}: draw some on the Scribble page first")
+        dataset = []
+        for name in names:
+            scribbles_hws = self.load_scribbles(name)
+            val_mask = self.load_val_mask(name)
+            if val_mask is None:
+                val_mask = scribbles.validation_box(scribbles_hws, config.train.val_fraction)
+            item = TrainingImage(name=name, image=self.normalized(name), scribbles=scribbles_hws,
+                                 val_mask=val_mask, labels=self.load_labels(name))
+            dataset.append(item.check(config.n_channels, config.n_scribble_channels))
+        return dataset
+
+    def new_run_dir(self, label: str | None = None) -> Path:
+        """Create ``runs/<YYYYmmdd-HHMMSS>-<random>[-label]``: names sort by start time."""
+        suffix = f"-{safe_name(label)}" if label else ""
+        while True:
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}{suffix}"
+            folder = self.dir / "runs" / run_id
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                continue  # the same second and the same random part: draw again
+
+    def runs(self) -> list[RunInfo]:
+        """The project's runs, newest first."""
+        root = self.dir / "runs"
+        if not root.is_dir():
+            return []
+        folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
+        return [RunInfo(id=folder.name, dir=folder, status=read_status(folder)) for folder in folders]
+
+    def run_dir(self, run_id: str) -> Path:
+        """The folder of an existing run; InputError when there is none."""
+        folder = self.dir / "runs" / run_id
+        if safe_name(run_id) != run_id or not folder.is_dir():
+            raise InputError(f"no run '{run_id}' in project {self.name}")
+        return folder
+
+    def prediction_dir(self, run_id: str) -> Path:
+        """``predictions/<run_id>/`` (created), where a run's exported segmentations go."""
+        if safe_name(run_id) != run_id:
+            raise InputError("not a run id", run_id)
+        folder = self.dir / "predictions" / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+# --- uploads -------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _uploaded(filename: str, data: bytes) -> Iterator[Path]:
+    """``data`` in a temporary file with the upload's suffix (readers choose the format by suffix)."""
+    with tempfile.TemporaryDirectory(prefix="impartial-upload-") as folder:
+        path = Path(folder) / f"upload{Path(safe_name(filename)).suffix.lower()}"
+        path.write_bytes(data)
+        yield path
+
+
+def _label_target(stem: str) -> str | None:
+    """For ``cells_01_masks`` the image stem ``cells_01``; None when the stem names no label file."""
+    for marker in LABEL_MARKERS:
+        if stem.endswith(marker) and len(stem) > len(marker):
+            return stem[: -len(marker)]
+    return None
+
+
+def _folder_samples(folder: Path) -> list[tuple[str, Path, Path | None]]:
+    """(file name, image file, its label file or None) for the image files of a plain folder."""
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in io.IMAGE_SUFFIXES and not p.name.startswith("."))
+    label_files = {_label_target(p.stem): p for p in files if _label_target(p.stem)}
+    return [(p.name, p, label_files.get(p.stem)) for p in files if not _label_target(p.stem)]
+
+
+def _tissuenet_samples(path: Path) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """TissueNet samples named ``<file>_000``, ... with their whole-cell labels (the first label map)."""
+    return [(f"{path.stem}_{index:03d}", image, None if labels is None else labels[0])
+            for index, (image, labels) in enumerate(io.read_tissuenet_npz(path))]
+
+
+def _is_tissuenet(path: Path) -> bool:
+    """True for an npz archive holding TissueNet's ``X`` array (a broken file is left to the image reader)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return "X" in archive.files
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+# --- the demo ------------------------------------------------------------------------------------
+
+def create_demo_project(data_root: str | Path, name: str = "demo", n_images: int = 3, size: int = 256,
+                        seed: int = 0, owner: str | None = None) -> Project:
+    """A ready-to-train project of synthetic tissue: images, whole-cell labels, automatic scribbles on
+    ~20 % of the cells of the first two images. Opens the project instead when it exists already.
+
+    Built in a hidden folder and renamed into place, so a crash never leaves half a demo behind.
+    """
+    final = projects_root(data_root) / _checked_project_name(name)
+    if final.exists():
+        return open_project(data_root, name, user=owner)
+    building = final.with_name(f".{name}.building-{secrets.token_hex(4)}")
+    try:
+        _write_new_project(building, _new_meta(name, ["membrane", "nuclear"], whole_cell_tasks(), owner, False))
+        _fill_demo(Project(building), n_images, size, seed)
+        try:
+            building.rename(final)
+        except OSError:
+            pass  # another session finished its demo first: use that one
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return open_project(data_root, name, user=owner)
+
+
+def _fill_demo(project: Project, n_images: int, size: int, seed: int) -> None:
+    for index in range(n_images):
+        tissue = synthetic.make_tissue(size, size, seed=seed + index)
+        name = project._store_image(f"tissue_{index + 1}", tissue.image, "demo")
+        project._store_labels(name, tissue.cells, "demo")
+        if index < 2:
+            project.auto_scribble(name, fraction=0.2, seed=seed + index)
