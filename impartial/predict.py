@@ -133,7 +133,7 @@ def predict_with_models(models: Sequence[UNet], config: RunConfig, image: np.nda
                     variances[index][:, y0:y0 + tile_y, x0:x0 + tile_x] += weight * variance
 
     tasks = []
-    for task, mean, variance in zip(config.tasks, means, variances):
+    for task, mean, variance in zip(config.tasks, means, variances, strict=True):
         mean = np.ascontiguousarray(mean[:, :height, :width])
         tasks.append(TaskPrediction(task.name, list(task.classes), mean,
                                     np.ascontiguousarray(variance[:, :height, :width]), normalised_entropy(mean)))
@@ -147,7 +147,7 @@ def _tile_statistics(models: Sequence[UNet], config: RunConfig, tile: torch.Tens
     per_task: list[list[torch.Tensor]] = [[] for _ in config.tasks]
     for model in models:
         outputs = split_outputs(model(batch), config.tasks)
-        for index, (task, output) in enumerate(zip(config.tasks, outputs)):
+        for index, (task, output) in enumerate(zip(config.tasks, outputs, strict=True)):
             probs = class_probabilities(torch.softmax(output.logits, dim=1), task.ncomponents)
             per_task[index].append(probs[:, :task.n_classes])
     statistics = []
@@ -195,14 +195,19 @@ def _tile_weights(length: int, tile: int, overlap: int) -> list[tuple[int, np.nd
 
     Each tile ramps down over ``overlap`` pixels towards a neighbouring tile, so seams fade out;
     dividing by the per-axis sum makes the 2-D weights (outer products) a partition of unity.
+    The overlap is capped at half a tile so that small images (one short tile) still advance.
     """
+    overlap = min(overlap, tile // 2)
     stride = tile - overlap
     starts = list(range(0, max(length - tile, 0) + 1, stride))
     if starts[-1] + tile < length:
         starts.append(length - tile)
-    ramp = np.linspace(0.0, 1.0, overlap + 2, dtype=np.float32)[1:-1]
+    # A tile's outermost pixels saw zero padding inside the network; they get no weight where a neighbour
+    # covers them (the outer third of the overlap), then a linear ramp hands over to the neighbour.
+    margin = overlap // 3
+    ramp = np.clip((np.arange(overlap, dtype=np.float32) + 1 - margin) / (overlap + 1 - 2 * margin), 0.0, 1.0)
     weights = []
-    for index, start in enumerate(starts):
+    for index in range(len(starts)):
         weight = np.ones(tile, np.float32)
         if overlap and index > 0:
             weight[:overlap] = ramp
@@ -210,6 +215,6 @@ def _tile_weights(length: int, tile: int, overlap: int) -> list[tuple[int, np.nd
             weight[-overlap:] = ramp[::-1]
         weights.append(weight)
     total = np.zeros(length, np.float32)
-    for start, weight in zip(starts, weights):
+    for start, weight in zip(starts, weights, strict=True):
         total[start:start + tile] += weight
-    return [(start, weight / total[start:start + tile]) for start, weight in zip(starts, weights)]
+    return [(start, weight / total[start:start + tile]) for start, weight in zip(starts, weights, strict=True)]

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from factories import tiny_config
 from impartial.errors import InputError
 from impartial.model import build_model
-from impartial.predict import _tile_weights, normalised_entropy, predict_with_models
+from impartial.predict import _tile_size, _tile_weights, normalised_entropy, predict_with_models
 
 
 def test_tile_weights_sum_to_one_everywhere():
@@ -24,7 +24,27 @@ def test_tile_weights_sum_to_one_everywhere():
 
 
 def test_single_tile_when_image_is_small():
-    assert [start for start, _ in _tile_weights(40, 64, 16)] == [0]
+    # a short axis becomes one tile, rounded up to the network's size multiple (the image is padded)
+    assert _tile_size(40, 512, 8) == 40 and _tile_size(41, 512, 8) == 48
+    assert [start for start, _ in _tile_weights(48, 48, 16)] == [0]
+
+
+def test_tile_edges_get_no_weight_under_a_neighbour():
+    # overlap 6 -> margin 2: the ramp is (0, 0, 1/3, 2/3, 1, 1) on the way in
+    (_, first), (_, second) = _tile_weights(22, 14, 6)
+    np.testing.assert_allclose(second[:6], [0, 0, 1 / 3, 2 / 3, 1, 1], atol=1e-6)
+    np.testing.assert_allclose(first[-6:], [1, 1, 2 / 3, 1 / 3, 0, 0], atol=1e-6)
+
+
+def test_overlap_larger_than_a_short_tile_is_capped():
+    # a 16-px strip with a 24-px overlap used to give a zero stride
+    tiles = _tile_weights(16, 16, 24)
+    assert [start for start, _ in tiles] == [0]
+    np.testing.assert_allclose(tiles[0][1], 1.0)
+    total = np.zeros(40)
+    for start, weight in _tile_weights(40, 16, 24):
+        total[start:start + 16] += weight
+    np.testing.assert_allclose(total, 1.0, rtol=1e-6)
 
 
 def test_entropy_by_hand():
@@ -45,17 +65,18 @@ def _sharp_model(config):
 
 
 def test_tiled_prediction_matches_whole_image():
-    config = tiny_config(**{"model.dropout": 0.0, "predict.tile": 64, "predict.overlap": 24})
-    image = np.random.default_rng(0).normal(size=(2, 150, 130)).astype(np.float32)
+    config = tiny_config(**{"model.dropout": 0.0, "predict.tile": 128, "predict.overlap": 48})
+    image = np.random.default_rng(0).normal(size=(2, 300, 260)).astype(np.float32)
     model = _sharp_model(config)
     tiled = predict_with_models([model], config, image, passes=1, mc_dropout=False)
-    config.predict.tile = 256
+    config.predict.tile = 512
     whole = predict_with_models([model], config, image, passes=1, mc_dropout=False)
     a, b = tiled.tasks[0].class_segmentation, whole.tasks[0].class_segmentation
-    assert a.shape == (1, 150, 130)
+    assert a.shape == (1, 300, 260)
     assert b.std() > 0.05  # the comparison means something: the map is not flat
-    assert np.abs(a - b).mean() < 0.01
-    assert np.abs(a - b).max() < 0.15
+    # the network sees about 20 px on each side; the blend trusts no tile within 16 px of its edge
+    assert np.abs(a - b).mean() < 0.001
+    assert np.abs(a - b).max() < 0.02
 
 
 def test_mc_dropout_gives_variance_and_ensemble_shapes():
