@@ -171,7 +171,9 @@ def run_train(args: argparse.Namespace) -> int:
         try:
             run = trainer.run()
         except KeyboardInterrupt:
-            print(f"\ninterrupted: run the same command again to resume {run_dir}", file=sys.stderr)
+            # a project run gets a new folder each time unless --out names it: say how to continue this one
+            again = "the same command" if args.out else f"the same command with --out {run_dir}"
+            print(f"\ninterrupted: run {again} to resume", file=sys.stderr)
             return 130
     status = run.status
     print(f"{status['state']}: {status.get('message', '')}; {len(run.checkpoints)} checkpoint(s), "

@@ -31,13 +31,14 @@ def write_demo_dataset(out: str | Path, n_images: int = 4, size: int = 256, frac
         tissue = make_tissue(size, size, seed=seed + index)
         write_image_tiff(out / "images" / f"{name}.tif", tissue.image)
         save_label_tiff(out / "labels" / f"{name}.tif", tissue.cells)
-        row = {"image": f"images/{name}.tif", "labels": f"labels/{name}.tif", "scribbles": "", "group": "test"}
+        row = {"image": out / "images" / f"{name}.tif", "labels": out / "labels" / f"{name}.tif", "scribbles": "",
+               "group": "test"}
         if index < n_images - 1:
             truth = class_labels(tissue, config)
             scribbles, val_mask = auto_scribbles(truth, fraction, seed=seed + index)
             write_npz(out / "scribbles" / f"{name}.npz", scribble=scribbles, val_mask=val_mask)
             table_rows += scribble_table(name, scribbles, truth, config)
-            row.update(scribbles=f"scribbles/{name}.npz", group="train")
+            row.update(scribbles=out / "scribbles" / f"{name}.npz", group="train")
         rows.append(row)
     write_text(out / "scribble_table.csv", pd.DataFrame(table_rows).to_csv(index=False))
     files = out / "files.csv"

@@ -28,8 +28,18 @@ from .instances import choose_threshold, combine_class_probabilities
 from .losses import total_loss
 from .model import UNet, build_model, pick_device
 from .predict import Prediction, predict_with_models
-from .runs import (CHECKPOINT_DIR, CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE, STATE_FILE, THRESHOLDS_FILE, Run,
-                   checkpoint_paths, read_status, write_status)
+from .runs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    STATE_FILE,
+    THRESHOLDS_FILE,
+    Run,
+    checkpoint_paths,
+    read_status,
+    write_status,
+)
 from .sampling import PatchSampler, blind_spots
 from .scribbles import validation_box
 from .storage import atomic_path, write_json, write_npz, write_text

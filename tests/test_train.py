@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
+from factories import tiny_config
 from impartial.errors import InputError
 from impartial.runs import Run, read_status
 from impartial.train import Trainer

@@ -1,0 +1,72 @@
+"""The command line end to end on generated data, and its messages for bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from impartial.cli import main
+from impartial.export import load_prediction_npz
+
+TINY = ["--preset", "quick", "--depth", "2", "--base", "8", "--epochs", "2", "--patch", "48",
+        "--patches-per-epoch", "16", "--batch", "8", "--nsaves", "1", "--mcdrop", "2",
+        "--tile", "64", "--overlap", "16"]
+
+
+@pytest.fixture
+def demo(tmp_path):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "3", "--size", "96"]) == 0
+    return tmp_path / "demo"
+
+
+def test_demo_writes_a_dataset(demo):
+    files = pd.read_csv(demo / "files.csv")
+    assert list(files.group) == ["train", "train", "test"]
+    assert {"image", "scribbles", "labels", "group", "prefix", "input_file"} <= set(files.columns)
+    assert (demo / "scribble_table.csv").exists()
+
+
+def test_train_predict_evaluate(demo, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--files", str(demo / "files.csv"), "--out", str(run), *TINY]) == 0
+    assert "done" in capsys.readouterr().out
+    out = tmp_path / "pred"
+    assert main(["predict", "--run", str(run), "--out", str(out), str(demo / "images" / "demo_2.tif")]) == 0
+    arrays = load_prediction_npz(out / "demo_2.npz")
+    assert {"class_segmentation", "class_segmentation_variance", "entropy", "instances"} <= set(arrays)
+    assert arrays["class_segmentation"].shape == (1, 96, 96)
+    for name in ("demo_2_cells.csv", "demo_2_labels.tif", "demo_2_rois.zip"):
+        assert (out / name).exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--files", str(demo / "files.csv")]) == 0
+    table = capsys.readouterr().out
+    assert "f1" in table and "demo_2.tif" in table and "mean" in table
+
+
+def test_scribbles_from_labels(demo, tmp_path):
+    out = tmp_path / "scribbled"
+    assert main(["scribbles", "--files", str(demo / "files.csv"), "--out", str(out), "--fraction", "0.3"]) == 0
+    files = pd.read_csv(out / "files.csv")
+    assert files.scribbles.notna().all()
+    with np.load(out / files.scribbles[0], allow_pickle=False) as saved:  # paths are relative to the csv
+        assert saved["scribble"].shape == (96, 96, 2) and saved["scribble"].any()
+
+
+def test_corrupt_image_gives_one_line_naming_it(demo, tmp_path, capsys):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00 this is not a tiff")
+    run = tmp_path / "run"
+    assert main(["train", "--files", str(demo / "files.csv"), "--out", str(run), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), "--out", str(tmp_path / "p"), str(broken)]) == 2
+    error = capsys.readouterr().err
+    assert "broken.tif" in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
+def test_bad_flag_value_is_reported(demo, tmp_path, capsys):
+    assert main(["train", "--files", str(demo / "files.csv"), "--out", str(tmp_path / "r"), "--ratio", "2"]) == 2
+    assert "ratio" in capsys.readouterr().err
+
+
+def test_missing_run_folder(tmp_path, capsys):
+    assert main(["predict", "--run", str(tmp_path / "nope"), "--out", str(tmp_path), str(tmp_path / "x.tif")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
