@@ -8,6 +8,6 @@ if [ ! -x /usr/bin/chromium ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
 fi
-.venv/bin/ruff check impartial dashboard pages tests benchmarks app.py
+.venv/bin/ruff check impartial dashboard views tests benchmarks app.py
 export IMPARTIAL_SCREENSHOTS=${IMPARTIAL_SCREENSHOTS:-$PWD/artifacts/screenshots}
 .venv/bin/python -m pytest "$@"

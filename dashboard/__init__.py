@@ -1,0 +1,1 @@
+"""Streamlit helpers shared by the dashboard's pages (the core package ``impartial`` never imports streamlit)."""

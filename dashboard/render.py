@@ -1,0 +1,101 @@
+"""Pictures for the pages: channel composites, overlays, heat maps. Pure numpy / plotly, no widgets."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from skimage.segmentation import find_boundaries
+
+MAX_HEATMAP_SIDE = 512  # plotly heat maps are downsampled to this side so the browser stays responsive
+
+
+def hex_to_rgb(color: str) -> np.ndarray:
+    """``#rrggbb`` -> (3,) float32 in [0, 1]."""
+    value = color.lstrip("#")
+    return np.array([int(value[index:index + 2], 16) for index in (0, 2, 4)], np.float32) / 255.0
+
+
+def composite(image: np.ndarray, colors: list[str], contrast: list[list[float]]) -> np.ndarray:
+    """Additive colour composite of a multi-channel image.
+
+    Args:
+        image: (C, H, W) float32, normalised per channel.
+        colors: one ``#rrggbb`` per channel.
+        contrast: one ``[low, high]`` percentile pair per channel; intensities between them are stretched to [0, 1].
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    rgb = np.zeros((*image.shape[1:], 3), np.float32)
+    for channel, color, (low, high) in zip(image, colors, contrast, strict=True):
+        lo, hi = np.percentile(channel, [low, high])
+        stretched = np.clip((channel - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+        rgb += stretched[..., None] * hex_to_rgb(color)
+    return to_uint8(rgb)
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (clipped) -> uint8 [0, 255]."""
+    return np.round(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def tint(rgb: np.ndarray, mask: np.ndarray, color: str, opacity: float) -> np.ndarray:
+    """Blend ``color`` over the (H, W) bool ``mask`` pixels of an (H, W, 3) uint8 image; returns a new image."""
+    out = rgb.astype(np.float32) / 255.0
+    out[mask] = (1.0 - opacity) * out[mask] + opacity * hex_to_rgb(color)
+    return to_uint8(out)
+
+
+def outline(rgb: np.ndarray, labels: np.ndarray, color: str = "#ffff00", opacity: float = 1.0) -> np.ndarray:
+    """Draw the inner boundary of every instance of ``labels`` (H, W) int over ``rgb`` (H, W, 3) uint8."""
+    return tint(rgb, find_boundaries(labels, mode="inner"), color, opacity)
+
+
+@functools.lru_cache(maxsize=4)
+def _lookup_table(colorscale: str) -> np.ndarray:
+    """(256, 3) uint8 colours sampled from a plotly colour scale."""
+    samples = sample_colorscale(colorscale, np.linspace(0.0, 1.0, 256), colortype="tuple")
+    return to_uint8(np.array(samples, np.float32))
+
+
+def colormap(values: np.ndarray, vmax: float = 1.0, colorscale: str = "Inferno") -> np.ndarray:
+    """(H, W) values in [0, vmax] -> (H, W, 3) uint8 colours of ``colorscale``."""
+    index = np.clip(values / max(vmax, 1e-12), 0.0, 1.0) * 255
+    return _lookup_table(colorscale)[index.astype(np.uint8)]
+
+
+def blend(rgb: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
+    """Mix two (H, W, 3) uint8 images: ``opacity`` of ``overlay`` over ``rgb``."""
+    mixed = (1.0 - opacity) * rgb.astype(np.float32) + opacity * overlay.astype(np.float32)
+    return np.round(mixed).astype(np.uint8)
+
+
+def heatmap(values: np.ndarray, title: str, zmax: float | None = None, colorscale: str = "Viridis") -> go.Figure:
+    """A zoomable plotly heat map of an (H, W) map, pixels square, row 0 at the top.
+
+    Large maps are subsampled to at most ``MAX_HEATMAP_SIDE`` per side (every k-th pixel).
+    """
+    step = max(1, int(np.ceil(max(values.shape) / MAX_HEATMAP_SIDE)))
+    shown = values[::step, ::step]
+    rows, cols = np.arange(shown.shape[0]) * step, np.arange(shown.shape[1]) * step
+    figure = go.Figure(go.Heatmap(z=shown, x=cols, y=rows, zmin=0.0, zmax=zmax, colorscale=colorscale))
+    figure.update_layout(title=title, margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=380)
+    figure.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
+    figure.update_xaxes(constrain="domain")
+    return figure
+
+
+def loss_figure(history: pd.DataFrame, columns: list[str]) -> go.Figure:
+    """Loss curves (one line per column of the ``history`` DataFrame) over epochs."""
+    figure = go.Figure()
+    for column in columns:
+        if column in history and history[column].notna().any():
+            figure.add_trace(go.Scatter(x=history["epoch"], y=history[column], mode="lines+markers", name=column))
+    figure.update_layout(xaxis_title="epoch", yaxis_title="loss", height=300,
+                         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02},
+                         margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return figure

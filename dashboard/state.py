@@ -1,0 +1,119 @@
+"""What every page shares: the data root, the server's one job manager, the user and the current project.
+
+The current project lives in ``st.session_state`` (survives page switches) and in the URL's query
+parameters (survives a browser reload, which starts a new session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from impartial.errors import InputError
+from impartial.jobs import JobManager
+from impartial.project import Project, create_demo_project, data_root_from_env, open_project, safe_name
+
+PROJECT_KEY = "project"  # session_state key and URL query parameter
+USER_KEY = "dashboard_user"
+LOCAL_OWNER = "local"  # job owner when access control is off
+PAGES = {"home": "views/0_Projects.py", "dataset": "views/1_Dataset.py", "scribble": "views/2_Scribble.py",
+         "train": "views/3_Train.py", "results": "views/4_Results.py"}
+
+
+def command_line() -> argparse.Namespace:
+    """The flags after ``streamlit run app.py --``: ``--data-root DIR`` and ``--demo``.
+
+    Unknown arguments are ignored, so the page also runs under pytest (whose own flags fill sys.argv).
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--data-root")
+    parser.add_argument("--demo", action="store_true", help="open the demo project in every new session")
+    return parser.parse_known_args(sys.argv[1:])[0]
+
+
+def data_root() -> Path:
+    """Where projects live: ``--data-root``, else ``$IMPARTIAL_DATA``, else ``./impartial-data``."""
+    return data_root_from_env(command_line().data_root).resolve()
+
+
+@st.cache_resource
+def job_manager() -> JobManager:
+    """The server's single job manager: one training at a time on the device, the rest queued."""
+    return JobManager(slots=1)
+
+
+@st.cache_resource
+def device_name() -> str:
+    """The GPU's name, or CPU with its thread count."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def set_user(user: str | None) -> None:
+    """Remember who is logged in (None: access control is off) for the pages of this session."""
+    st.session_state[USER_KEY] = user
+
+
+def user() -> str | None:
+    return st.session_state.get(USER_KEY)
+
+
+def job_owner() -> str:
+    """The owner recorded on jobs: the user, or a fixed name when access control is off."""
+    return user() or LOCAL_OWNER
+
+
+def select_project(name: str | None) -> None:
+    """Make ``name`` the current project of this session (None forgets it)."""
+    if name is None:
+        st.session_state.pop(PROJECT_KEY, None)
+        st.query_params.pop(PROJECT_KEY, None)
+        return
+    st.session_state[PROJECT_KEY] = name
+    st.query_params[PROJECT_KEY] = name
+
+
+def current_project() -> Project | None:
+    """The session's project, reopened from disk on every run so all sessions see the same state."""
+    name = st.session_state.get(PROJECT_KEY) or st.query_params.get(PROJECT_KEY)
+    if not name and command_line().demo and not st.session_state.get("demo_offered"):
+        st.session_state["demo_offered"] = True
+        name = open_demo().name
+    if not name:
+        return None
+    try:
+        project = open_project(data_root(), name, user=user())
+    except (InputError, PermissionError) as error:
+        st.warning(f"Cannot open project '{name}': {error}")
+        select_project(None)
+        return None
+    select_project(project.name)  # page switches drop query parameters: set it again
+    return project
+
+
+def open_demo() -> Project:
+    """The demo project (made on first use); with logins on, each user gets their own."""
+    name = "demo" if user() is None else safe_name(f"demo_{user()}")
+    with st.spinner("Making the demo project ..."):
+        return create_demo_project(data_root(), name=name, owner=user())
+
+
+def require_project() -> Project:
+    """The current project, or a pointer to the Projects page and a stopped page."""
+    project = current_project()
+    if project is None:
+        st.info("No project is open. Create or open one on the Projects page.")
+        st.page_link(PAGES["home"], label="Go to Projects", icon=":material/folder_open:")
+        st.stop()
+    return project
+
+
+def show_input_errors(errors: list[InputError]) -> None:
+    """One error box per bad file; the message names the file and the reason."""
+    for error in errors:
+        st.error(str(error), icon=":material/error:")

@@ -1,0 +1,178 @@
+"""Training as a background job of the shared job manager, and the live view of it.
+
+The job outlives the browser tab: progress goes to the job's progress dict and, through the
+Trainer, to the run folder (status.json, history.csv, preview.npz), which is what the live panel
+reads. Runs started elsewhere (the command line on the same server) therefore show up too.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from impartial.config import RunConfig
+from impartial.jobs import FINAL_STATES, JobContext, JobInfo
+from impartial.project import Project, RunInfo
+from impartial.runs import Run, read_history, read_status
+from impartial.train import Trainer, TrainingEvent
+
+from .render import colormap, loss_figure
+from .state import job_manager, job_owner, user
+
+REFRESH_SECONDS = 2.0
+LOSS_COLUMNS = ["scribble", "rec", "reg", "val", "total"]
+RESUMABLE = ("stopped", "interrupted", "failed")
+PREVIEW_FILE = "preview.npz"
+
+
+def submit_training(project: Project, config: RunConfig, preview_name: str | None,
+                    init_from: Path | None = None, run_dir: Path | None = None) -> str:
+    """Queue a training of ``project``; returns the job id.
+
+    The training set is read now, so a project without scribbles raises InputError here, before
+    anything is queued. ``run_dir`` given = resume that run (its saved config wins).
+    """
+    dataset = project.training_set(config)
+    preview = project.normalized(preview_name) if preview_name else None
+    label = f"resume {run_dir.name}" if run_dir else ("fine-tune" if init_from else "train")
+
+    def work(ctx: JobContext) -> Run:
+        folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
+        ctx.report(run_dir=str(folder), kind="start", epoch=0, total_epochs=config.train.epochs)
+        trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
+                          init_from=init_from, preview_image=preview, stop_event=ctx.stop_event)
+        return trainer.run()
+
+    return job_manager().submit(job_owner(), project.name, f"{label} · {project.name}", work)
+
+
+def _progress(event: TrainingEvent) -> dict[str, Any]:
+    """The job-progress fields of a trainer event (plain values only: the UI thread reads them)."""
+    return {"kind": event.kind, "epoch": event.epoch, "total_epochs": event.total_epochs, "cycle": event.cycle,
+            "elapsed_s": event.elapsed_s, "remaining_s": event.remaining_s, "message": event.message,
+            "losses": dict(event.losses)}
+
+
+def project_jobs(project: Project) -> list[JobInfo]:
+    """This project's jobs, newest first."""
+    return job_manager().jobs(project=project.name)
+
+
+def active_job(project: Project) -> JobInfo | None:
+    """The newest queued or running job of the project."""
+    return next((job for job in project_jobs(project) if job.state not in FINAL_STATES), None)
+
+
+def stop_job(job: JobInfo) -> None:
+    """Cancel a queued job or ask a running one to stop (it keeps its checkpoint and can be resumed)."""
+    try:
+        job_manager().cancel(job.id, user())
+    except PermissionError as error:
+        st.error(str(error))
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def live_panel(project: Project) -> None:
+    """Progress of the project's training, refreshed every few seconds while a job is queued or running
+    (also a run started from the command line)."""
+    job = active_job(project)
+    runs = project.runs()
+    watching = job is not None or (bool(runs) and runs[0].status.get("state") == "running")
+    panel = st.fragment(run_every=REFRESH_SECONDS if watching else None, key="live-panel")(_panel)
+    panel(project, None if job is None else job.id)
+
+
+def _panel(project: Project, job_id: str | None) -> None:
+    if job_id is None:
+        _last_outcome(project)
+        return
+    job = job_manager().job(job_id)
+    if job.state in FINAL_STATES:
+        st.rerun()  # the job ended: redraw the whole page (run list, buttons)
+    if job.state == "queued":
+        st.info(f"Waiting in the queue: position {job.queue_position}. It starts when the device is free.",
+                icon=":material/hourglass_top:")
+        st.button("Cancel", key=f"cancel-{job.id}", on_click=stop_job, args=(job,))
+        return
+    run_dir = job.progress.get("run_dir")
+    if run_dir:
+        run_view(Path(run_dir), job.progress)
+    if job.cancel_requested:
+        st.caption("Stopping after the current batch ...")
+    else:
+        st.button("Stop", key=f"stop-{job.id}", on_click=stop_job, args=(job,), icon=":material/stop:")
+
+
+def _last_outcome(project: Project) -> None:
+    """After the job: its error, or the newest run's state."""
+    jobs = project_jobs(project)
+    if jobs and jobs[0].state == "failed":
+        st.error(f"Training failed: {jobs[0].error}", icon=":material/error:")
+    runs = project.runs()
+    if runs:
+        run_view(runs[0].dir)
+
+
+def run_view(run_dir: Path, progress: dict[str, Any] | None = None) -> None:
+    """Progress bar, times, loss curves and the latest preview of one run folder."""
+    status = read_status(run_dir)
+    progress = progress or {}
+    epoch = int(progress.get("epoch", status.get("epoch", 0)) or 0)
+    total = int(progress.get("total_epochs", status.get("total_epochs", 0)) or 0)
+    state = status.get("state", "new")
+    st.markdown(f"**Run `{run_dir.name}`** — {state}")
+    st.progress(min(epoch / total, 1.0) if total else 0.0, text=f"Epoch {epoch} / {total}")
+    elapsed = progress.get("elapsed_s", status.get("elapsed_s"))
+    remaining = progress.get("remaining_s", status.get("remaining_s")) if state == "running" else 0.0
+    st.caption(f"Elapsed {format_seconds(elapsed)} · remaining about {format_seconds(remaining)}"
+               + (f" · {status['message']}" if status.get("message") else ""))
+    history = read_history(run_dir)
+    curves, preview = st.columns([3, 2])
+    with curves:
+        if len(history):
+            st.plotly_chart(loss_figure(history, LOSS_COLUMNS), width="stretch")
+        else:
+            st.caption("Loss curves appear after the first epoch.")
+    with preview:
+        show_preview(run_dir)
+
+
+def show_preview(run_dir: Path) -> None:
+    """The trainer's latest preview prediction (probability of each class) as images."""
+    path = run_dir / PREVIEW_FILE
+    if not path.exists():
+        st.caption("The preview appears after the first epoch.")
+        return
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            probabilities = archive["class_segmentation"]
+            names = [str(name) for name in archive["class_names"]]
+            epoch = int(archive["epoch"])
+    except (OSError, ValueError, KeyError):
+        return  # being replaced right now; the next refresh shows it
+    for name, probability in zip(names, probabilities, strict=True):
+        st.image(colormap(probability), caption=f"Preview after epoch {epoch}: probability of {name}",
+                 width="stretch")
+
+
+def run_label(info: RunInfo) -> str:
+    """One line naming a run and its state, for select boxes."""
+    status = info.status
+    epochs = f", epoch {status.get('epoch', 0)}/{status.get('total_epochs', '?')}" if "epoch" in status else ""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["updated"])) if "updated" in status else ""
+    return f"{info.id} ({status.get('state', 'new')}{epochs}) {when}".strip()
+
+
+def runs_with_checkpoints(project: Project) -> list[RunInfo]:
+    """Runs that can predict: at least one checkpoint saved."""
+    return [info for info in project.runs() if any((info.dir / "checkpoints").glob("cycle_*.pt"))]

@@ -1,0 +1,69 @@
+"""Uploaded files into a project: size check, then the project's own readers; one message per bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
+
+from impartial.access import check_upload_size
+from impartial.errors import InputError
+from impartial.project import Project
+
+from .state import data_root, show_input_errors, user
+
+IMAGE_TYPES = ["tif", "tiff", "png", "jpg", "jpeg", "npz"]
+LABEL_TYPES = ["tif", "tiff", "png", "npz", "zip"]
+
+
+def add_uploads(project: Project, files: list[UploadedFile]) -> list[str]:
+    """Add uploaded images to the project; shows an error naming each bad file, returns the added names.
+
+    The good files of an upload go in even when others fail.
+    """
+    accepted, errors = [], []
+    for file in files:
+        try:
+            check_upload_size(file.name, file.size)
+        except InputError as error:
+            errors.append(error)
+        else:
+            accepted.append((file.name, file.getvalue()))
+    names, read_errors = project.add_images(accepted)
+    show_input_errors(errors + read_errors)
+    if names:
+        st.success(f"Added {len(names)} image(s): {', '.join(names)}")
+    return names
+
+
+def add_label_upload(project: Project, image: str, file: UploadedFile) -> bool:
+    """Attach an uploaded label file to ``image``; an error box naming the file when it does not fit."""
+    try:
+        check_upload_size(file.name, file.size)
+        project.add_labels(image, file.name, file.getvalue())
+    except InputError as error:
+        show_input_errors([error])
+        return False
+    st.success(f"Labels from {file.name} attached to {image}")
+    return True
+
+
+def import_server_folder(project: Project, folder: str) -> list[str]:
+    """Import a folder (or TissueNet .npz) on the server.
+
+    With logins on, only paths inside the data root may be read, so users cannot browse the server.
+    """
+    path = Path(folder).expanduser()
+    if user() is not None and not path.resolve().is_relative_to(data_root()):
+        show_input_errors([InputError(f"on a shared server only folders inside {data_root()} can be imported",
+                                      folder)])
+        return []
+    try:
+        names, errors = project.import_folder(path)
+    except InputError as error:
+        names, errors = [], [error]
+    show_input_errors(errors)
+    if names:
+        st.success(f"Imported {len(names)} image(s) from {folder}")
+    return names

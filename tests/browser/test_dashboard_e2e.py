@@ -1,0 +1,101 @@
+"""A new user in headless Chromium: demo project, two strokes, a short training, results, downloads."""
+
+import io
+import re
+import time
+
+import numpy as np
+import pandas as pd
+from playwright.sync_api import Page, expect
+
+TRAINING_TIMEOUT_MS = 150_000  # a few epochs on a shared 2-core CPU
+NPZ_KEYS = {"class_segmentation", "class_segmentation_variance", "entropy", "instances"}
+CSV_COLUMNS = {"id", "class", "area", "centroid_y", "centroid_x", "mean_uncertainty"}
+
+
+def go_to(page: Page, title: str) -> None:
+    """Open a page from the sidebar navigation and wait for its title."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    expect(page.get_by_role("heading", name=re.compile(f"^{title}"))).to_be_visible()
+
+
+def scribbled(page: Page, brush: str) -> int:
+    """The page's count of scribbled pixels for ``brush``."""
+    line = page.get_by_text("Scribbled pixels:").inner_text()
+    return int(re.search(rf"{re.escape(brush)}\s+(\d+)", line).group(1))
+
+
+def draw_stroke(page: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Drag the mouse across the canvas between two points given as fractions of its size."""
+    canvas = page.locator("canvas.upper-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    points = np.linspace(start, end, 12)
+    page.mouse.move(box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
+    page.mouse.up()
+
+
+def wait_for_count_change(page: Page, brush: str, before: int) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        count = scribbled(page, brush)
+        if count > before:
+            return count
+        page.wait_for_timeout(300)
+    raise AssertionError(f"the {brush} scribbles did not grow from {before}")
+
+
+def download(page: Page, label: str) -> bytes:
+    with page.expect_download() as event:
+        page.get_by_role("button", name=label).click()
+    return event.value.path().read_bytes()
+
+
+def test_new_user_scribbles_trains_and_downloads(page, dashboard_url, screenshots):
+    page.goto(dashboard_url)
+    expect(page.get_by_role("heading", name="ImPartial")).to_be_visible()
+    page.screenshot(path=screenshots / "1_projects.png", full_page=True)
+
+    page.get_by_role("button", name="Open demo project").click()
+    expect(page.get_by_text("Open project:")).to_be_visible()
+
+    go_to(page, "Scribble")
+    expect(page.locator("canvas.upper-canvas")).to_be_visible()
+    cells, background = scribbled(page, "cell"), scribbled(page, "background")
+    draw_stroke(page, (0.30, 0.30), (0.36, 0.34))
+    wait_for_count_change(page, "cell", cells)
+    page.get_by_test_id("stRadio").get_by_text("background", exact=True).click()
+    draw_stroke(page, (0.70, 0.75), (0.80, 0.78))
+    wait_for_count_change(page, "background", background)
+    page.screenshot(path=screenshots / "2_scribble.png", full_page=True)
+
+    go_to(page, "Train")
+    for label, value in (("Epochs", "4"), ("Patches per epoch", "64"), ("Preview every N epochs (0 = never)", "1")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Tab")
+    started = time.monotonic()
+    page.get_by_role("button", name="Start training").click()
+    progress = page.get_by_test_id("stProgress").get_by_role("progressbar")
+    expect(page.get_by_text(re.compile(r"Epoch [1-4] / 4"))).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+    expect(page.get_by_text(re.compile("Preview after epoch"))).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+    first_preview_s = time.monotonic() - started
+    expect(page.get_by_test_id("stImage").locator("img").first).to_be_visible()
+    expect(page.get_by_text("Epoch 4 / 4")).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+    assert float(progress.get_attribute("aria-valuenow")) == 100
+    print(f"first preview {first_preview_s:.1f} s after pressing Start")
+    page.screenshot(path=screenshots / "3_train.png", full_page=True)
+
+    go_to(page, "Results")
+    expect(page.get_by_text("Variance: cell")).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+    page.screenshot(path=screenshots / "4_results.png", full_page=True)
+
+    with np.load(io.BytesIO(download(page, "Prediction (npz)")), allow_pickle=False) as archive:
+        assert NPZ_KEYS <= set(archive.files)
+        assert archive["instances"].shape == (256, 256)
+    table = pd.read_csv(io.BytesIO(download(page, "Cells (CSV)")))
+    assert CSV_COLUMNS <= set(table.columns)
+    assert len(table) > 0

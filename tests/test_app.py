@@ -1,0 +1,201 @@
+"""Dashboard logic without a browser: numpy helpers against hand-computed values, pages through AppTest."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.annotate import (
+    ERASER_COLOR,
+    NO_BRUSH,
+    Region,
+    apply_strokes,
+    brushes_for,
+    stroke_brushes,
+    uncertain_tiles,
+    zoom_region,
+)
+from dashboard.render import composite, hex_to_rgb
+from impartial.config import tissuenet_tasks, whole_cell_tasks
+from impartial.project import create_demo_project
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT_S = 60  # the first run imports torch and builds the demo
+
+
+# --- numpy helpers ------------------------------------------------------------------------------
+
+def test_brushes_follow_the_scribble_layout():
+    brushes = brushes_for(tissuenet_tasks())  # cells: [cell, background], nuclei: [nucleus, background]
+    assert [(b.label, b.task, b.channel) for b in brushes] == [
+        ("cell", 0, 0), ("nucleus", 1, 2), ("background (cells)", 0, 1), ("background (nuclei)", 1, 3),
+        ("eraser", None, None)]
+    assert len({b.color for b in brushes}) == len(brushes)
+
+
+def test_stroke_colours_map_to_brushes_and_faint_edges_are_ignored():
+    brushes = brushes_for(whole_cell_tasks())  # cell, background, eraser
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[0, 0] = [*np.round(hex_to_rgb(brushes[1].color) * 255).astype(int), 255]
+    rgba[0, 1] = [250, 40, 40, 255]  # near the cell colour #ff3030
+    rgba[1, 2] = [*np.round(hex_to_rgb(ERASER_COLOR) * 255).astype(int), 255]
+    rgba[1, 0] = [255, 48, 48, 60]  # an anti-aliased edge: too transparent
+    assert stroke_brushes(rgba, brushes).tolist() == [[1, 0, NO_BRUSH], [NO_BRUSH, NO_BRUSH, 2]]
+
+
+def test_strokes_overwrite_their_task_only_and_the_eraser_clears_everything():
+    tasks = tissuenet_tasks()
+    brushes = brushes_for(tasks)  # indices: 0 cell, 1 nucleus, 2 bg cells, 3 bg nuclei, 4 eraser
+    base = np.zeros((4, 4, 4), np.uint8)
+    base[..., 1] = 1  # everything is background of the cell task
+    base[..., 3] = 1  # and of the nucleus task
+    strokes = np.full((2, 2), NO_BRUSH, np.uint8)
+    strokes[0, 0], strokes[1, 1] = 0, 4  # cell at (1, 2), eraser at (2, 3)
+    result = apply_strokes(base, strokes, Region(top=1, left=2, height=2, width=2), brushes, tasks)
+    assert result[1, 2].tolist() == [1, 0, 0, 1]  # cell; the nucleus task keeps its background
+    assert result[2, 3].tolist() == [0, 0, 0, 0]
+    assert result[0, 0].tolist() == [0, 1, 0, 1]  # outside the region: untouched
+    assert base[1, 2].tolist() == [0, 1, 0, 1]  # the base is not modified
+
+
+def test_a_small_canvas_picture_is_resampled_onto_the_region():
+    brushes = brushes_for(whole_cell_tasks())
+    strokes = np.array([[0, NO_BRUSH]], np.uint8)  # left half painted "cell", at half the region's width
+    result = apply_strokes(np.zeros((1, 4, 2), np.uint8), strokes, Region(0, 0, 1, 4), brushes, whole_cell_tasks())
+    assert result[0, :, 0].tolist() == [1, 1, 0, 0]
+
+
+def test_uncertain_tiles_rank_tile_means():
+    entropy = np.zeros((4, 6), np.float32)
+    entropy[0:2, 4:6] = 0.9  # tile (0, 4): mean 0.9
+    entropy[2:4, 0:2] = [[0.4, 0.4], [0.4, 0.0]]  # tile (2, 0): mean 0.3
+    assert uncertain_tiles(entropy, tile=2, count=2) == [(0, 4, pytest.approx(0.9)), (2, 0, pytest.approx(0.3))]
+
+
+def test_zoom_region_stays_inside_the_image():
+    assert zoom_region((100, 200), zoom=4, center_y=0.0, center_x=0.5) == Region(top=0, left=75, height=25, width=50)
+    assert zoom_region((100, 200), zoom=1, center_y=0.9, center_x=0.9) == Region(0, 0, 100, 200)
+
+
+def test_composite_adds_channel_colours_with_contrast():
+    image = np.stack([np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]])]).astype(np.float32)  # (2, 1, 2)
+    rgb = composite(image, ["#00ff00", "#0000ff"], [[0.0, 100.0], [0.0, 100.0]])
+    assert rgb.tolist() == [[[0, 0, 255], [0, 255, 0]]]
+
+
+# --- pages --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """A fresh data root and access control off."""
+    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("IMPARTIAL_DATA", str(tmp_path))
+    return tmp_path
+
+
+def open_page(page: str | None, project: str | None = None) -> AppTest:
+    """Run the app (optionally with a project open) and switch to ``views/<page>``."""
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    if project:
+        app.session_state["project"] = project
+    app.run()
+    if page:
+        app.switch_page(f"views/{page}").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def texts(app: AppTest, kind: str) -> list[str]:
+    return [element.value for element in getattr(app, kind)]
+
+
+def test_home_opens_the_demo_project(data_root):
+    app = open_page(None)
+    assert any("No projects yet" in text for text in texts(app, "caption"))
+    next(button for button in app.button if button.label == "Open demo project").click().run()
+    assert not app.exception
+    assert app.session_state["project"] == "demo"
+    assert app.query_params["project"] == "demo"
+    assert sorted(p.name for p in (data_root / "projects" / "demo" / "images").iterdir()) == [
+        "tissue_1.tif", "tissue_2.tif", "tissue_3.tif"]
+    assert any("Open project: **demo**" in text for text in texts(app, "success"))
+
+
+def test_a_bad_upload_is_reported_by_name_and_the_good_file_goes_in(data_root):
+    def script(root: str) -> None:
+        import io
+        from types import SimpleNamespace
+
+        import numpy as np
+        import tifffile
+
+        from dashboard.uploads import add_uploads
+        from impartial.config import whole_cell_tasks
+        from impartial.project import create_project
+
+        project = create_project(root, "upload", ["membrane", "nuclear"], whole_cell_tasks())
+        good = io.BytesIO()
+        tifffile.imwrite(good, np.random.default_rng(0).random((2, 32, 32), dtype=np.float32))
+        files = [SimpleNamespace(name="broken.tif", size=9, getvalue=lambda: b"not a tif"),
+                 SimpleNamespace(name="good.tif", size=len(good.getvalue()), getvalue=good.getvalue)]
+        add_uploads(project, files)
+
+    app = AppTest.from_function(script, args=(str(data_root),), default_timeout=TIMEOUT_S).run()
+    assert not app.exception, app.exception
+    errors = texts(app, "error")
+    assert len(errors) == 1 and errors[0].startswith("broken.tif: ")
+    assert texts(app, "success") == ["Added 1 image(s): good"]
+
+
+def test_training_without_scribbles_says_so(data_root):
+    project = create_demo_project(data_root, n_images=1, size=64)
+    project.save_scribbles("tissue_1", np.zeros((64, 64, 2), np.uint8))
+    app = open_page("3_Train.py", project="demo")
+    next(button for button in app.button if button.label == "Start training").click().run()
+    assert not app.exception
+    assert any("no scribbles" in text.lower() for text in texts(app, "error"))
+    assert not (data_root / "projects" / "demo" / "runs").exists() or not any(
+        (data_root / "projects" / "demo" / "runs").iterdir())
+
+
+def test_results_without_runs_says_so(data_root):
+    create_demo_project(data_root, n_images=1, size=64)
+    app = open_page("4_Results.py", project="demo")
+    assert any("No trained runs yet" in text for text in texts(app, "info"))
+
+
+def test_pages_without_a_project_point_to_the_projects_page(data_root):
+    app = open_page("2_Scribble.py")
+    assert any("No project is open" in text for text in texts(app, "info"))
+
+
+def test_a_run_cut_off_by_a_restart_reads_interrupted_and_offers_resume(data_root):
+    create_demo_project(data_root, n_images=1, size=64)
+    run_dir = data_root / "projects" / "demo" / "runs" / "20260101-000000-abcdef"
+    run_dir.mkdir(parents=True)
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid now belongs to no process, like a server that was restarted
+    (run_dir / "status.json").write_text(json.dumps({"state": "running", "pid": finished.pid, "updated": time.time(),
+                                                     "epoch": 3, "total_epochs": 10}))
+    (run_dir / "state.pt").write_bytes(b"")
+    app = open_page("3_Train.py", project="demo")
+    assert "interrupted" in app.dataframe[0].value["state"].tolist()
+    assert [button.label for button in app.button if button.label == "Resume"] == ["Resume"]
+
+
+def test_with_logins_each_user_gets_their_own_demo(data_root, monkeypatch):
+    monkeypatch.setenv("IMPARTIAL_PASSWORD", "lab-secret")
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    app.session_state["impartial_user"] = "alice@lab.org"  # logged in through dashboard/access.py's form
+    app.run()
+    next(button for button in app.button if button.label == "Open demo project").click().run()
+    assert not app.exception, app.exception
+    assert app.session_state["project"] == "demo_alice_lab.org"
+    meta = json.loads((data_root / "projects" / "demo_alice_lab.org" / "project.json").read_text())
+    assert meta["owner"] == "alice@lab.org"

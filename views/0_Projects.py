@@ -1,0 +1,87 @@
+"""Projects: create or open a project, open the demo, see the device and the job queue."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.state import (
+    PAGES,
+    current_project,
+    data_root,
+    device_name,
+    job_manager,
+    open_demo,
+    select_project,
+    show_input_errors,
+    user,
+)
+from dashboard.training import format_seconds, stop_job
+from impartial.config import TASK_PRESETS
+from impartial.errors import InputError
+from impartial.jobs import FINAL_STATES
+from impartial.project import create_project, list_projects
+
+st.title("ImPartial")
+st.caption("Whole-cell segmentation from a few scribbles, with uncertainty.")
+
+project = current_project()
+if project:
+    st.success(f"Open project: **{project.name}** ({len(project.images())} images). "
+               "Next: check the Dataset, scribble, train.", icon=":material/folder_open:")
+    for column, page in zip(st.columns(4), ["dataset", "scribble", "train", "results"], strict=True):
+        column.page_link(PAGES[page], label=page.capitalize())
+
+if st.button("Open demo project", type="primary", icon=":material/science:",
+             help="Synthetic tissue images with labels and scribbles, ready to train"):
+    select_project(open_demo().name)
+    st.rerun()
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Open a project")
+    projects = list_projects(data_root(), user=user())
+    if projects:
+        names = [info.name for info in projects]
+        index = names.index(project.name) if project and project.name in names else 0
+        chosen = st.selectbox("Project", names, index=index)
+        if st.button("Open", icon=":material/folder_open:"):
+            select_project(chosen)
+            st.rerun()
+        st.dataframe(pd.DataFrame([{"project": info.name, "images": info.n_images, "channels": ", ".join(info.channels),
+                                    "owner": info.owner or "–", "shared": info.shared} for info in projects]),
+                     hide_index=True)
+    else:
+        st.caption(f"No projects yet under `{data_root()}`.")
+
+with right:
+    st.subheader("New project")
+    with st.form("new_project"):
+        name = st.text_input("Name", placeholder="my_tissue", help="Letters, digits, '.', '_' and '-'")
+        channels = st.text_input("Channels (comma separated)", value="membrane, nuclear",
+                                 help="The first uploaded image may change the number of channels")
+        tasks = st.selectbox("Tasks", list(TASK_PRESETS), format_func=lambda key: key.replace("_", " "))
+        shared = st.checkbox("Share with every user", disabled=user() is None,
+                             help="Only matters on a shared server with logins")
+        if st.form_submit_button("Create"):
+            try:
+                channel_names = [channel.strip() for channel in channels.split(",") if channel.strip()]
+                created = create_project(data_root(), name.strip(), channel_names, TASK_PRESETS[tasks](),
+                                         owner=user(), shared=shared)
+            except InputError as error:
+                show_input_errors([error])
+            else:
+                select_project(created.name)
+                st.rerun()
+
+st.subheader("Device and jobs")
+st.write(f"Training runs on: **{device_name()}** (one job at a time, the others wait in the queue).")
+waiting = [job for job in job_manager().jobs() if job.state not in FINAL_STATES]
+if not waiting:
+    st.caption("No jobs running or queued.")
+for job in waiting:
+    epoch, total = job.progress.get("epoch", 0), job.progress.get("total_epochs", "?")
+    where = f"queue position {job.queue_position}" if job.state == "queued" else f"epoch {epoch}/{total}, " \
+        f"remaining {format_seconds(job.progress.get('remaining_s'))}"
+    line, button = st.columns([5, 1])
+    line.write(f"**{job.label}** — {job.state}, {where} (by {job.owner})")
+    if user() in (None, job.owner):
+        button.button("Cancel", key=f"home-cancel-{job.id}", on_click=stop_job, args=(job,))

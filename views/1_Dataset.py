@@ -1,0 +1,91 @@
+"""Dataset: upload or import images and labels, name and colour the channels, choose the tasks."""
+
+import numpy as np
+import streamlit as st
+
+from dashboard.images import project_composite
+from dashboard.state import require_project, show_input_errors
+from dashboard.uploads import IMAGE_TYPES, LABEL_TYPES, add_label_upload, add_uploads, import_server_folder
+from impartial.config import TASK_PRESETS
+from impartial.errors import InputError
+
+THUMBNAIL_SIDE = 256
+THUMBNAILS_PER_ROW = 4
+PRESET_NAMES = {"whole_cell": "whole cell", "vectra": "cytoplasm + nuclei in / out (MIBI, Vectra)",
+                "tissuenet": "whole cell + nucleus (TissueNet)"}
+
+project = require_project()
+st.title(f"Dataset · {project.name}")
+uploads = st.session_state.setdefault("upload_generation", 0)  # a new key empties the uploaders after use
+
+add_tab, labels_tab, folder_tab = st.tabs(["Upload images", "Upload labels", "Import a server folder"])
+with add_tab, st.form(f"images-{uploads}"):
+    files = st.file_uploader("Images (TIFF / OME-TIFF, PNG, JPEG, npz, TissueNet npz)", type=IMAGE_TYPES,
+                             accept_multiple_files=True)
+    if st.form_submit_button("Add images") and files:
+        add_uploads(project, files)
+        st.session_state["upload_generation"] += 1
+
+with labels_tab:
+    if project.images():
+        with st.form(f"labels-{uploads}"):
+            image = st.selectbox("Image", project.images())
+            file = st.file_uploader("Instance labels (TIFF, PNG, npz, ImageJ ROI zip)", type=LABEL_TYPES)
+            if st.form_submit_button("Attach labels") and file and add_label_upload(project, image, file):
+                st.session_state["upload_generation"] += 1
+    else:
+        st.caption("Add images first.")
+
+with folder_tab, st.form("import-folder"):
+    folder = st.text_input("Folder or TissueNet .npz on the server", placeholder="/data/incoming/tissuenet_test.npz")
+    if st.form_submit_button("Import") and folder.strip():
+        import_server_folder(project, folder.strip())
+
+st.subheader("Channels")
+with st.form("channels"):
+    names, colors, contrast = [], [], []
+    settings = zip(project.channels, project.colors, project.contrast, strict=True)
+    for index, (name, color, (low, high)) in enumerate(settings):
+        name_col, color_col, contrast_col = st.columns([2, 1, 3])
+        names.append(name_col.text_input(f"Channel {index + 1} name", value=name))
+        colors.append(color_col.color_picker("Colour", value=color, key=f"color-{index}"))
+        contrast.append(list(contrast_col.slider("Contrast (percentiles)", 0.0, 100.0, (float(low), float(high)),
+                                                 step=0.1, key=f"contrast-{index}")))
+    if st.form_submit_button("Save channels"):
+        try:
+            project.set_channels(names, colors, contrast)
+            st.rerun()
+        except InputError as error:
+            show_input_errors([error])
+
+st.subheader("Tasks")
+current = next((key for key, make in TASK_PRESETS.items()
+                if [t.classes for t in make()] == [t.classes for t in project.tasks]), None)
+st.write("Classes: " + "; ".join(f"**{task.name}**: {', '.join(task.classes)}" for task in project.tasks))
+with st.form("tasks"):
+    keys = list(TASK_PRESETS)
+    preset = st.selectbox("Preset", keys, index=keys.index(current) if current else 0, format_func=PRESET_NAMES.get)
+    reset = st.checkbox("Delete existing scribbles if the classes change")
+    if st.form_submit_button("Apply tasks"):
+        try:
+            project.set_tasks(TASK_PRESETS[preset](), reset_scribbles=reset)
+            st.rerun()
+        except InputError as error:
+            show_input_errors([error])
+
+st.subheader(f"Images ({len(project.images())})")
+scribbled = set(project.scribbled_images())
+for start in range(0, len(project.images()), THUMBNAILS_PER_ROW):
+    row = project.images()[start:start + THUMBNAILS_PER_ROW]
+    for column, name in zip(st.columns(THUMBNAILS_PER_ROW)[:len(row)], row, strict=True):
+        with column:
+            picture = project_composite(project, name)
+            step = max(1, int(np.ceil(max(picture.shape[:2]) / THUMBNAIL_SIDE)))
+            marks = [mark for mark, present in (("labels", (project.dir / "labels" / f"{name}.tif").exists()),
+                                                ("scribbled", name in scribbled)) if present]
+            st.image(picture[::step, ::step], caption=f"{name} {'· ' + ', '.join(marks) if marks else ''}")
+            with st.popover("Delete", icon=":material/delete:"):
+                st.write(f"Delete **{name}** with its labels and scribbles?")
+                if st.button("Delete for good", key=f"delete-{name}", type="primary"):
+                    project.delete_image(name)
+                    st.rerun()

@@ -1,0 +1,67 @@
+"""Train: settings, Start / Stop / Resume / Fine-tune, and live progress of the background job."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.state import require_project, show_input_errors
+from dashboard.trainform import settings_form
+from dashboard.training import (
+    RESUMABLE,
+    active_job,
+    format_seconds,
+    live_panel,
+    run_label,
+    runs_with_checkpoints,
+    submit_training,
+)
+from impartial.config import RunConfig
+from impartial.errors import InputError
+from impartial.runs import STATE_FILE, Run
+
+project = require_project()
+st.title(f"Train · {project.name}")
+if not project.images():
+    st.info("Add images and scribbles first.")
+    st.stop()
+
+
+def start(config: RunConfig, preview_name: str | None, init_from: Path | None = None,
+          run_dir: Path | None = None) -> None:
+    """Queue the training; an InputError (no scribbles, bad settings) becomes an error box."""
+    try:
+        submit_training(project, config, preview_name, init_from=init_from, run_dir=run_dir)
+    except InputError as error:
+        show_input_errors([error])
+        return
+    st.rerun()
+
+
+settings, progress = st.columns([2, 3])
+with settings:
+    request = settings_form(project, runs_with_checkpoints(project))
+    if request is not None:
+        start(request.config, request.preview_name, init_from=request.init_from)
+with progress:
+    st.subheader("Progress")
+    if active_job(project) is None and not project.runs():
+        st.caption("No training yet: choose the settings and press Start.")
+    live_panel(project)
+
+st.subheader("Runs")
+runs = project.runs()
+if not runs:
+    st.caption("Runs appear here once training starts.")
+else:
+    st.dataframe(pd.DataFrame([{"run": info.id, "state": info.status.get("state"),
+                                "epoch": f"{info.status.get('epoch', 0)}/{info.status.get('total_epochs', '?')}",
+                                "elapsed": format_seconds(info.status.get("elapsed_s")),
+                                "message": info.status.get("message", "")} for info in runs]), hide_index=True)
+    resumable = [info for info in runs if info.status.get("state") in RESUMABLE and (info.dir / STATE_FILE).exists()]
+    if resumable and active_job(project) is None:
+        by_id = {info.id: info for info in resumable}
+        chosen = by_id[st.selectbox("Resume a stopped or interrupted run", list(by_id),
+                                    format_func=lambda run_id: run_label(by_id[run_id]))]
+        if st.button("Resume", icon=":material/play_arrow:"):
+            start(Run.load(chosen.dir).config, st.session_state.get("preview_image"), run_dir=chosen.dir)

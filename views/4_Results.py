@@ -1,0 +1,84 @@
+"""Results: probability, variance and entropy maps, cells, metrics, downloads, predicting new images."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import images
+from dashboard.render import heatmap, outline
+from dashboard.state import PAGES, require_project
+from dashboard.training import run_label, runs_with_checkpoints
+from dashboard.uploads import IMAGE_TYPES, add_uploads
+from impartial.metrics import evaluate
+from impartial.runs import Run
+
+DOWNLOADS = {"npz": ("Prediction (npz)", "application/octet-stream"), "csv": ("Cells (CSV)", "text/csv"),
+             "tiff": ("Labels (TIFF)", "image/tiff"), "roi": ("ImageJ ROIs (zip)", "application/zip")}
+MAX_COMPARED = 3
+
+project = require_project()
+st.title(f"Results · {project.name}")
+finished = {info.id: info for info in runs_with_checkpoints(project)}
+if not finished:
+    st.info("No trained runs yet: results appear once a run has saved a checkpoint.")
+    st.page_link(PAGES["train"], label="Train a model")
+    st.stop()
+
+choose_run, choose_image, choose_compare = st.columns(3)
+run_id = choose_run.selectbox("Run", list(finished), format_func=lambda key: run_label(finished[key]))
+if "results_new_image" in st.session_state:  # chosen by the upload below, before this widget exists
+    st.session_state["results_image"] = st.session_state.pop("results_new_image")
+name = choose_image.selectbox("Image", project.images(), key="results_image")
+compared = choose_compare.multiselect("Compare with runs", [key for key in finished if key != run_id],
+                                      max_selections=MAX_COMPARED, format_func=lambda key: run_label(finished[key]))
+run = Run.load(finished[run_id].dir)
+
+threshold_col, opacity_col = st.columns(2)
+threshold = threshold_col.slider("Cell probability threshold", 0.05, 0.95, round(run.instance_config().threshold, 2),
+                                 step=0.01, key=f"threshold-{run_id}", help="Starts at the run's validated threshold")
+opacity = opacity_col.slider("Outline opacity", 0.0, 1.0, 0.9, step=0.05)
+found = images.segmentation(run, project, name, threshold)
+prediction = found.prediction
+composite = images.project_composite(project, name)
+
+picture, uncertainty = st.columns(2)
+picture.image(outline(composite, found.cells, "#ffff00", opacity),
+              caption=f"{name}: {int(found.cells.max())} cells found by run {run_id}", width="stretch")
+uncertainty.plotly_chart(heatmap(prediction.entropy(), "Entropy (uncertainty)", zmax=1.0, colorscale="Inferno"),
+                         theme=None)
+variances = prediction.class_variances()
+for class_name, probability in prediction.class_probabilities().items():
+    left, right = st.columns(2)
+    left.plotly_chart(heatmap(probability, f"Probability: {class_name}", zmax=1.0), theme=None)
+    right.plotly_chart(heatmap(variances[class_name], f"Variance: {class_name}", colorscale="Magma"), theme=None)
+
+labels = project.load_labels(name)
+if labels is not None:
+    st.subheader("Scores against the image's labels")
+    st.dataframe(pd.DataFrame([evaluate(labels, found.cells)]), hide_index=True)
+
+st.subheader("Downloads")
+files = images.exports(run, project, name, threshold)
+buttons = st.columns(len(DOWNLOADS) + 1)
+for column, (kind, (label, mime)) in zip(buttons[:-1], DOWNLOADS.items(), strict=True):
+    file_name, data = files[kind]
+    column.download_button(label, data, file_name=file_name, mime=mime, on_click="ignore", key=f"download-{kind}")
+buttons[-1].download_button("Run folder (zip)", lambda: images.run_zip(run.dir), file_name=f"{run_id}.zip",
+                            mime="application/zip", on_click="ignore", key="download-run")
+
+if compared:
+    st.subheader("Runs side by side")
+    for column, other_id in zip(st.columns(len(compared) + 1), [run_id, *compared], strict=True):
+        other = Run.load(finished[other_id].dir)
+        other_cells = images.segmentation(other, project, name)
+        column.image(outline(composite, other_cells.cells, "#ffff00", opacity), caption=other_id, width="stretch")
+        column.plotly_chart(heatmap(other_cells.prediction.entropy(), f"Entropy: {other_id}", zmax=1.0,
+                                    colorscale="Inferno"), key=f"compare-{other_id}", theme=None)
+
+st.subheader("Predict new images")
+with st.form("predict_uploads", clear_on_submit=True):
+    uploads = st.file_uploader("Images to segment with this run", type=IMAGE_TYPES, accept_multiple_files=True)
+    if st.form_submit_button("Add and predict") and uploads:
+        added = add_uploads(project, uploads)
+        if added:
+            st.session_state["results_new_image"] = added[0]
+            st.rerun()
