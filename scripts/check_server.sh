@@ -102,7 +102,9 @@ from playwright.sync_api import sync_playwright
 
 url, chromium, screenshots = sys.argv[1:4]
 with sync_playwright() as playwright:
-    browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run"]
+    browser = playwright.chromium.launch(executable_path=chromium, args=flags)
     page = browser.new_page()
     page.goto(url)
     # stApp's script state goes initial -> running -> notRunning when the home page's script has finished.
