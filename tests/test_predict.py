@@ -25,7 +25,15 @@ def test_tile_weights_sum_to_one_everywhere():
 
 def test_single_tile_when_image_is_small():
     # a short axis becomes one tile, rounded up to the network's size multiple (the image is padded)
-    assert _tile_size(40, 512, 8) == 40 and _tile_size(41, 512, 8) == 48
+    assert _tile_size(40, 512, 32, 8) == 40 and _tile_size(41, 512, 32, 8) == 48
+
+
+def test_long_axes_share_their_length_evenly():
+    # 2048 px with 512 px tiles overlapping by 32 needs 5 tiles; (2048 + 4 * 32) / 5 = 435.2 -> 440 (multiple of 8)
+    assert _tile_size(2048, 512, 32, 8) == 440
+    starts = [start for start, _ in _tile_weights(2048, 440, 32)]
+    assert len(starts) == 5 and starts[-1] + 440 == 2048
+    assert _tile_size(1000, 512, 32, 8) == 360  # 2 x 512 - 32 < 1000: three tiles, (1000 + 64) / 3 -> 360
     assert [start for start, _ in _tile_weights(48, 48, 16)] == [0]
 
 
