@@ -1,6 +1,6 @@
 """Training throughput of the U-Net on the CPU: forward + total_loss + backward + Adam step, in patches/s.
 
-Measures the quick preset (depth 3, base 16, batch 16, 128 px patches, 2 channels, whole-cell task) and
+Measures the quick preset (depth 3, base 12, batch 16, 128 px patches, 2 channels, whole-cell task) and
 variants of depth and base, each with NCHW and with ``channels_last`` (NHWC, the model's default) weights and
 activations, with torch's default thread count. Blind spots are drawn once per batch as in training.
 

@@ -15,6 +15,7 @@ import torch
 
 from impartial.errors import InputError
 from impartial.jobs import JobManager
+from impartial.model import training_slots
 from impartial.project import Project, create_demo_project, data_root_from_env, open_project, safe_name
 
 PROJECT_KEY = "project"  # session_state key and URL query parameter
@@ -42,8 +43,8 @@ def data_root() -> Path:
 
 @st.cache_resource
 def job_manager() -> JobManager:
-    """The server's single job manager: one training at a time on the device, the rest queued."""
-    return JobManager(slots=1)
+    """The server's single job manager: one training per GPU (or one on the CPU), the rest queued."""
+    return JobManager(slots=training_slots())
 
 
 @st.cache_resource

@@ -16,6 +16,7 @@ import streamlit as st
 
 from impartial.config import RunConfig
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
+from impartial.model import slot_device
 from impartial.project import Project, RunInfo
 from impartial.runs import Run, read_history, read_status
 from impartial.train import Trainer, TrainingEvent
@@ -44,7 +45,8 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
         folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
         ctx.report(run_dir=str(folder), kind="start", epoch=0, total_epochs=config.train.epochs)
         trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
-                          init_from=init_from, preview_image=preview, stop_event=ctx.stop_event)
+                          init_from=init_from, preview_image=preview, stop_event=ctx.stop_event,
+                          device=slot_device(config.train.device, ctx.slot))
         return trainer.run()
 
     return job_manager().submit(job_owner(), project.name, f"{label} · {project.name}", work)

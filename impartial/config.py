@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # time budget for the whole run; 0 = none
     preview_every: int = 5  # epochs between preview predictions; 0 = never
     seed: int = 0
-    device: str = "auto"  # "auto" (CUDA when present), "cuda" or "cpu"
+    device: str = "auto"  # "auto" (CUDA when present), "cuda", "cuda:N" or "cpu"
     threads: int = 0  # CPU threads for torch; 0 = torch's default
 
 
@@ -239,7 +240,8 @@ def _problems(config: RunConfig):
         (train.nsaves >= 1, "train.nsaves must be at least 1"),
         (train.patience >= 1, "train.patience must be at least 1"),
         (train.max_minutes >= 0, "train.max_minutes must be non-negative"),
-        (train.device in ("auto", "cpu", "cuda"), "train.device must be 'auto', 'cpu' or 'cuda'"),
+        (re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device) is not None,
+         "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         (predict.mcdrop >= 1, "predict.mcdrop must be at least 1"),
         (predict.tile >= 2 ** model.depth and predict.tile % (2 ** model.depth) == 0,
          f"predict.tile must be a multiple of 2**depth = {2 ** model.depth}"),

@@ -54,8 +54,10 @@ class JobInfo:
 class JobContext:
     """What a job's work sees: its id, its stop flag and a way to report progress."""
 
-    def __init__(self, job_id: str, stop_event: threading.Event, on_report: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, job_id: str, stop_event: threading.Event, on_report: Callable[[dict[str, Any]], None],
+                 slot: int = 0) -> None:
         self.job_id = job_id
+        self.slot = slot  # which worker runs the job: with one slot per GPU, the GPU to use
         self.stop_event = stop_event
         self._on_report = on_report
 
@@ -98,8 +100,8 @@ class JobManager:
         self._changed = threading.Condition()  # guards every field above and wakes workers and waiters
         self._ids = itertools.count(1)
         self._closing = False
-        self._workers = [threading.Thread(target=self._work_loop, name=f"impartial-job-{index}", daemon=True)
-                         for index in range(slots)]
+        self._workers = [threading.Thread(target=self._work_loop, args=(index,), name=f"impartial-job-{index}",
+                                          daemon=True) for index in range(slots)]
         for worker in self._workers:
             worker.start()
 
@@ -211,12 +213,12 @@ class JobManager:
             self._changed.notify_all()
             return job
 
-    def _work_loop(self) -> None:
+    def _work_loop(self, slot: int) -> None:
         while (job := self._next_job()) is not None:
-            self._run(job)
+            self._run(job, slot)
 
-    def _run(self, job: _Job) -> None:
-        context = JobContext(job.id, job.stop_event, lambda progress: self._merge_progress(job, progress))
+    def _run(self, job: _Job, slot: int) -> None:
+        context = JobContext(job.id, job.stop_event, lambda progress: self._merge_progress(job, progress), slot)
         state, error_message, result = DONE, None, None
         try:
             result = job.work(context)

@@ -81,11 +81,13 @@ class Trainer:
         init_from: an earlier run folder to fine-tune from (the iterative loop).
         preview_image: (C, H, W) normalised image predicted every ``preview_every`` epochs.
         stop_event: set it (from any thread) to stop after the current batch.
+        device: where to train; defaults to ``config.train.device`` (the job manager passes each job's GPU).
     """
 
     def __init__(self, config: RunConfig, dataset: list[TrainingImage], run_dir: str | Path,
                  on_event: Callable[[TrainingEvent], None] | None = None, init_from: str | Path | None = None,
-                 preview_image: np.ndarray | None = None, stop_event: threading.Event | None = None) -> None:
+                 preview_image: np.ndarray | None = None, stop_event: threading.Event | None = None,
+                 device: torch.device | None = None) -> None:
         self.run_dir = Path(run_dir)
         resuming = (self.run_dir / STATE_FILE).exists()
         self.config = RunConfig.load(self.run_dir / CONFIG_FILE) if resuming else config.validate()
@@ -94,7 +96,7 @@ class Trainer:
         self.init_from = None if init_from is None else Path(init_from)
         self.preview_image = preview_image
         self.stop_event = stop_event or threading.Event()
-        self.device = pick_device(self.config.train.device)
+        self.device = device or pick_device(self.config.train.device)
         self._check_dataset()
 
     def request_stop(self) -> None:

@@ -149,8 +149,9 @@ def test_two_slots_run_two_jobs_at_once():
     jobs = JobManager(slots=2)
     both_running = threading.Barrier(2, timeout=WAIT_S)  # breaks (and fails the jobs) unless both run together
     try:
-        ids = [jobs.submit("ann", "p", str(i), lambda ctx: both_running.wait()) for i in range(2)]
+        ids = [jobs.submit("ann", "p", str(i), lambda ctx: (both_running.wait(), ctx.slot)[1]) for i in range(2)]
         assert [jobs.wait(job_id, WAIT_S).state for job_id in ids] == ["done", "done"]
+        assert sorted(jobs.result(job_id) for job_id in ids) == [0, 1]  # each worker's slot: its GPU
     finally:
         jobs.shutdown()
 

@@ -7,7 +7,15 @@ from torch import nn
 from impartial.config import preset_config
 from impartial.errors import InputError
 from impartial.losses import total_loss
-from impartial.model import UNet, build_model, enable_mc_dropout, pick_device
+from impartial.model import (
+    PixelDropout,
+    UNet,
+    build_model,
+    enable_mc_dropout,
+    pick_device,
+    slot_device,
+    training_slots,
+)
 
 
 def test_forward_keeps_the_spatial_size():
@@ -67,7 +75,7 @@ def test_pick_device():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error():
-    with pytest.raises(InputError, match="no CUDA GPU"):
+    with pytest.raises(InputError, match="there are 0 CUDA GPUs"):
         pick_device("cuda")
 
 
@@ -103,3 +111,39 @@ def test_memory_format_is_internal(tmp_path):
     reloaded = UNet(2, 3, depth=2, base=4, dropout=0.0).use_memory_format(torch.contiguous_format).eval()
     reloaded.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
     assert torch.allclose(reloaded(x), nhwc, atol=1e-5)
+
+
+def test_pixel_dropout_rate_scale_and_gradient():
+    torch.manual_seed(0)
+    dropout = PixelDropout(0.2).train()
+    x = torch.ones(32, 12, 64, 64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = dropout(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 51 / 256) < 0.003  # round(256 * 0.2) = 51 of 256 byte values drop
+    assert torch.allclose(y[y != 0], torch.tensor(256 / 205))  # kept values scaled so the mean stays 1
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)  # no gradient through dropped elements
+    # masks are independent between elements: two neighbours drop together about p**2 of the time
+    pairs = dropout(torch.ones(20000, 2, 1, 1))
+    assert abs(((pairs[:, 0] == 0) & (pairs[:, 1] == 0)).float().mean().item() - (51 / 256) ** 2) < 0.01
+
+
+def test_pixel_dropout_is_the_identity_in_eval_mode_and_drops_all_at_one():
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(PixelDropout(0.5).eval()(x), x)
+    assert torch.equal(PixelDropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_one_training_slot_per_gpu_each_on_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert training_slots() == 2
+    assert slot_device("auto", 1) == torch.device("cuda", 1)
+    assert slot_device("cpu", 1) == torch.device("cpu")  # a run that asked for the CPU keeps it
+    with pytest.raises(InputError, match="cuda:3"):
+        pick_device("cuda:3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_slots() == 1 and slot_device("auto", 0) == torch.device("cpu")
