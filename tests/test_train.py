@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from factories import tiny_config
+from factories import scribbled_images, tiny_config
 from impartial.errors import InputError
 from impartial.runs import Run, read_status
 from impartial.train import Trainer
@@ -116,18 +116,21 @@ def test_wrong_channel_count_names_the_image(small_dataset, tmp_path):
         Trainer(config, one_channel, tmp_path / "run")
 
 
-def test_vectra_three_classes_train(tmp_path):
-    from impartial.dataset import TrainingImage
-    from impartial.io import normalize_percentile
-    from impartial.scribbles import auto_scribbles
-    from impartial.synthetic import class_labels, make_tissue
+@pytest.mark.parametrize(("tasks", "scribble_maps", "class_names"), [
+    ("vectra", 5, ["cytoplasm", "nucleus_in_cytoplasm", "nucleus_out_of_cytoplasm"]),
+    ("tissuenet", 4, ["cell", "nucleus"]),
+])
+def test_multi_class_and_multi_task_settings_train_predict_and_segment(tasks, scribble_maps, class_names, tmp_path):
+    from impartial.pipeline import segment
 
-    config = tiny_config("vectra")
-    tissue = make_tissue(96, 96, seed=5)
-    scribbles, val_mask = auto_scribbles(class_labels(tissue, config), 0.6, seed=5)
-    assert scribbles.shape == (96, 96, 5)
-    item = TrainingImage("vectra", normalize_percentile(tissue.image), scribbles, val_mask)
+    config = tiny_config(tasks)
+    (item,) = scribbled_images(config, seeds=(5,), fraction=0.6)
+    # vectra: (cytoplasm, background), (nucleus in, nucleus out, background); tissuenet: 2 + 2 maps
+    assert item.scribbles.shape == (96, 96, scribble_maps)
     run, _ = _train(config, [item], tmp_path / "run", preview_image=item.image)
     history = pd.read_csv(run.dir / "history.csv")
     assert len(history) == 3 and np.isfinite(history.total).all()
-    assert Run.load(run.dir).config.class_names == config.class_names
+    assert Run.load(run.dir).config.class_names == class_names
+    segmentation = segment(run, item.image)
+    assert set(segmentation.prediction.class_probabilities()) == set(class_names)
+    assert segmentation.cells.shape == (96, 96) and segmentation.nuclei is not None
