@@ -18,6 +18,7 @@ import pandas as pd
 from .config import PRESETS, TASK_PRESETS, RunConfig, apply_overrides, preset_config
 from .dataset import TrainingImage
 from .errors import InputError
+from .storage import write_text
 
 # flag -> (config field, type, help)
 CONFIG_FLAGS = {
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--group", default="test", help="rows of this group (all: every row)")
     evaluate.add_argument("--instances", choices=["watershed", "threshold"], help="override the instance method")
     evaluate.add_argument("--mcdrop", type=int, help="MC-dropout passes per checkpoint (default: the run's)")
+    evaluate.add_argument("--csv", type=Path, help="also write the table (per image, then the mean) to this csv")
     evaluate.set_defaults(command=run_evaluate)
     return parser
 
@@ -221,7 +223,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     columns = ["image", "f1", "precision", "recall", "ap", "map", "dice", "jaccard", "n_true", "n_pred"]
     scores = scores[[column for column in columns if column in scores]]
     mean = scores.drop(columns="image").mean(numeric_only=True)
-    print(pd.concat([scores, pd.DataFrame([{"image": "mean", **mean}])]).to_string(index=False, float_format="%.3f"))
+    table = pd.concat([scores, pd.DataFrame([{"image": "mean", **mean}])])
+    print(table.to_string(index=False, float_format="%.3f"))
+    if args.csv:
+        write_text(args.csv, table.to_csv(index=False))
     return 0
 
 
