@@ -23,6 +23,10 @@ from skimage.segmentation import expand_labels, relabel_sequential, watershed
 from .config import CELL_CLASSES, NUCLEUS_CLASSES, InstanceConfig
 from .errors import InputError
 
+# Images with a side above WINDOW + 2 * WINDOW_MARGIN go through the instance step in windows of WINDOW pixels,
+# each with WINDOW_MARGIN pixels of context (more than a cell is wide), so its memory stays bounded.
+WINDOW = 2048
+WINDOW_MARGIN = 128
 # Smoothing (pixels) of the image channels used for seeds and the watershed landscape: removes pixel noise only.
 _CHANNEL_SIGMA = 1.0
 # A distance-transform peak seeds its own cell only if it rises this many pixels above the saddle to its neighbour.
@@ -33,18 +37,33 @@ DEFAULT_CANDIDATES = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
 def instances_from_probabilities(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
-                                 config: InstanceConfig) -> tuple[np.ndarray, np.ndarray | None]:
+                                 config: InstanceConfig, window: int = WINDOW,
+                                 margin: int = WINDOW_MARGIN) -> tuple[np.ndarray, np.ndarray | None]:
     """Cells and nuclei with the method in ``config.method`` ('watershed' or 'threshold').
+
+    An image larger than one ``window`` plus its margins is processed window by window (see
+    :func:`_instances_by_window`), which bounds the memory: the watershed needs about 80 bytes per pixel.
 
     Args:
         cell_prob: (H, W) float probability of being inside a cell.
         nucleus_prob: (H, W) float probability of being inside a nucleus, or None.
         image: (C, H, W) normalised image (channels for seeds and landscape), or None.
         config: thresholds, channels, ``min_size`` and ``grow``.
+        window: side of the windows a large image is cut into.
+        margin: context (pixels) each window sees around itself; more than a cell's diameter.
 
     Returns:
         cells (H, W) int32, and nuclei (H, W) int32 labelled with the id of their cell (None when unknown).
     """
+    _check_map(cell_prob, "cell probability")
+    _check_inputs(cell_prob.shape, nucleus_prob, image, config)
+    if max(cell_prob.shape) > window + 2 * margin:
+        return _instances_by_window(cell_prob, nucleus_prob, image, config, window, margin)
+    return _instances_in_one_piece(cell_prob, nucleus_prob, image, config)
+
+
+def _instances_in_one_piece(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
+                            config: InstanceConfig) -> tuple[np.ndarray, np.ndarray | None]:
     if config.method == "watershed":
         return watershed_instances(cell_prob, nucleus_prob, image, config)
     if config.method == "threshold":
@@ -52,6 +71,52 @@ def instances_from_probabilities(cell_prob: np.ndarray, nucleus_prob: np.ndarray
         nuclei = None if nucleus_prob is None else _nuclei_in_cells(nucleus_prob > config.nucleus_threshold, cells)
         return cells, nuclei
     raise InputError(f"unknown instance method '{config.method}' (choose 'watershed' or 'threshold')")
+
+
+def _instances_by_window(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
+                         config: InstanceConfig, window: int, margin: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The instance step window by window, each seeing ``margin`` pixels of context around it.
+
+    A window keeps the objects whose first pixel (in raster order) lies inside it, so each cell is taken
+    whole from the one window that owns it; windows agree with the whole-image result except where a
+    cell is wider than the margin or where per-window statistics (the Otsu level of the nuclear
+    channel, the membrane's range) differ from the whole image's.
+    """
+    height, width = cell_prob.shape
+    cells = np.zeros((height, width), np.int32)
+    nuclei: np.ndarray | None = None
+    n_cells = 0
+    for top in range(0, height, window):
+        for left in range(0, width, window):
+            outer = (slice(max(top - margin, 0), min(top + window + margin, height)),
+                     slice(max(left - margin, 0), min(left + window + margin, width)))
+            piece_cells, piece_nuclei = _instances_in_one_piece(
+                cell_prob[outer], None if nucleus_prob is None else nucleus_prob[outer],
+                None if image is None else image[(slice(None), *outer)], config)
+            owned = _owned_ids(piece_cells, top - outer[0].start, left - outer[1].start, window)
+            new_ids = np.zeros(int(piece_cells.max()) + 1, np.int32)
+            new_ids[owned] = np.arange(n_cells + 1, n_cells + 1 + len(owned), dtype=np.int32)
+            n_cells += len(owned)
+            relabelled = new_ids[piece_cells]
+            written = relabelled > 0
+            cells[outer][written] = relabelled[written]
+            if piece_nuclei is not None:
+                nuclei = np.zeros_like(cells) if nuclei is None else nuclei
+                nuclei[outer][written] = np.where(piece_nuclei > 0, relabelled, 0)[written]
+    # a cell of one window may cover another's entirely where they overlap: close the gaps in the ids
+    present = np.zeros(n_cells + 1, bool)
+    present[cells] = True  # no np.unique: it would sort a copy of the whole image
+    present[0] = False
+    consecutive = np.where(present, np.cumsum(present), 0).astype(np.int32)
+    return consecutive[cells], None if nuclei is None else consecutive[nuclei]
+
+
+def _owned_ids(labels: np.ndarray, top: int, left: int, window: int) -> np.ndarray:
+    """Ids of ``labels`` whose first pixel in raster order lies in the window at (top, left)."""
+    ids, first = np.unique(labels.ravel(), return_index=True)
+    rows, cols = np.divmod(first, labels.shape[1])
+    inside = (ids > 0) & (rows >= top) & (rows < top + window) & (cols >= left) & (cols < left + window)
+    return ids[inside]
 
 
 def threshold_instances(cell_prob: np.ndarray, threshold: float, min_size: int = 5, grow: int = 1) -> np.ndarray:

@@ -147,3 +147,24 @@ def test_choose_threshold_balances_unequal_scribbles():
     assert choose_threshold(probability, positive, ~positive) == pytest.approx(0.5)
     with pytest.raises(InputError):
         choose_threshold(probability, positive, np.zeros(114, bool))
+
+
+@pytest.mark.parametrize("nuclei_from", ["probability", "channel"])
+def test_large_images_go_window_by_window_like_the_whole_image(nuclei_from):
+    from impartial.io import normalize_percentile
+    from impartial.synthetic import make_tissue
+
+    tissue = make_tissue(300, 260, seed=3)
+    image = normalize_percentile(tissue.image)
+    cell_prob = np.where(tissue.cells > 0, 0.9, 0.1)
+    nucleus_prob = np.where(tissue.nuclei > 0, 0.9, 0.1) if nuclei_from == "probability" else None
+    config = InstanceConfig()
+    whole, whole_nuclei = instances_from_probabilities(cell_prob, nucleus_prob, image, config)
+    # windows of 96 px with 48 px of context: 4 x 3 windows, cells cut by every window edge
+    cells, nuclei = instances_from_probabilities(cell_prob, nucleus_prob, image, config, window=96, margin=48)
+    assert cells.dtype == np.int32 and cells.shape == (300, 260)
+    assert np.array_equal(np.unique(cells), np.arange(cells.max() + 1))  # ids 1..n, none missing
+    assert np.array_equal(nuclei > 0, whole_nuclei > 0) if nuclei_from == "probability" else nuclei is not None
+    assert np.all((nuclei == 0) | (nuclei == cells))  # every nucleus carries its cell's id
+    matched = match_instances(whole, cells).toarray() > 0.5
+    assert matched.sum() >= 0.97 * max(whole.max(), cells.max())
