@@ -104,7 +104,7 @@ class PredictConfig:
     mcdrop: int = 10  # dropout passes per checkpoint
     tile: int = 512
     overlap: int = 64
-    batch: int = 4
+    batch: int = 4  # dropout passes of one tile run through the network at once (bounds the memory)
 
 
 @dataclass
@@ -243,6 +243,7 @@ def _problems(config: RunConfig):
         (re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device) is not None,
          "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         (predict.mcdrop >= 1, "predict.mcdrop must be at least 1"),
+        (predict.batch >= 1, "predict.batch must be at least 1"),
         (predict.tile >= 2 ** model.depth and predict.tile % (2 ** model.depth) == 0,
          f"predict.tile must be a multiple of 2**depth = {2 ** model.depth}"),
         (0 <= predict.overlap < predict.tile // 2, "predict.overlap must be in [0, tile / 2)"),

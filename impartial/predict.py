@@ -143,13 +143,15 @@ def predict_with_models(models: Sequence[UNet], config: RunConfig, image: np.nda
 def _tile_statistics(models: Sequence[UNet], config: RunConfig, tile: torch.Tensor,
                      passes: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per task, mean and variance of the foreground class probabilities over all passes of all models."""
-    batch = tile.unsqueeze(0).expand(passes, *tile.shape)
     per_task: list[list[torch.Tensor]] = [[] for _ in config.tasks]
+    # passes go through the network predict.batch at a time: that bounds the activations' memory
+    chunks = [min(config.predict.batch, passes - start) for start in range(0, passes, config.predict.batch)]
     for model in models:
-        outputs = split_outputs(model(batch), config.tasks)
-        for index, (task, output) in enumerate(zip(config.tasks, outputs, strict=True)):
-            probs = class_probabilities(torch.softmax(output.logits, dim=1), task.ncomponents)
-            per_task[index].append(probs[:, :task.n_classes])
+        for chunk in chunks:
+            outputs = split_outputs(model(tile.unsqueeze(0).expand(chunk, *tile.shape)), config.tasks)
+            for index, (task, output) in enumerate(zip(config.tasks, outputs, strict=True)):
+                probs = class_probabilities(torch.softmax(output.logits, dim=1), task.ncomponents)
+                per_task[index].append(probs[:, :task.n_classes])
     statistics = []
     for samples in per_task:
         stacked = torch.cat(samples)  # (passes * models, n_classes, h, w)

@@ -102,6 +102,34 @@ def test_mc_dropout_gives_variance_and_ensemble_shapes():
     assert arrays["class_names"] == ["cell", "nucleus"]
 
 
+class _ScriptedModel(torch.nn.Module):
+    """Outputs whose cell probability is scripted per sample: component 0's logit is ``log(e)`` with
+    ``e = (3p - 1) / (1 - p)``, the other three components' are 0, so P(cell) = (e + 1) / (e + 3) = p."""
+
+    def __init__(self, config, probabilities):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the model a device
+        self.n_outputs, self.probabilities, self.batch_sizes = config.n_outputs, list(probabilities), []
+
+    def forward(self, x):
+        self.batch_sizes.append(len(x))
+        p = torch.tensor([self.probabilities.pop(0) for _ in range(len(x))])
+        out = torch.zeros(len(x), self.n_outputs, *x.shape[2:])
+        out[:, 0] = torch.log((3 * p - 1) / (1 - p))[:, None, None]
+        return out
+
+
+def test_passes_run_predict_batch_at_a_time_and_pool_over_models():
+    config = tiny_config(**{"predict.batch": 2})
+    image = np.zeros((2, 16, 16), np.float32)
+    models = [_ScriptedModel(config, [0.5, 0.75, 0.5]), _ScriptedModel(config, [0.75, 0.5, 0.75])]
+    prediction = predict_with_models(models, config, image, passes=3)
+    assert [model.batch_sizes for model in models] == [[2, 1], [2, 1]]
+    # six samples, three of 0.5 and three of 0.75: mean 0.625, variance 0.125 ** 2
+    np.testing.assert_allclose(prediction.tasks[0].class_segmentation, 0.625, rtol=1e-5)
+    np.testing.assert_allclose(prediction.tasks[0].class_segmentation_variance, 0.015625, rtol=1e-4)
+
+
 def test_eval_mode_has_no_variance():
     config = tiny_config()
     image = np.random.default_rng(2).normal(size=(2, 32, 32)).astype(np.float32)
