@@ -78,8 +78,8 @@ def scores(segmentations: list[np.ndarray], evaluation: list[tuple[np.ndarray, n
             "map": float(np.mean([result["map"] for result in results])), "cells": tp + fn}
 
 
-def report(name: str, method: str, minutes: str, result: dict[str, float]) -> None:
-    print(f"{name:>7} {minutes:>8} {method:>22} {result['f1']:>6.3f} {result['ap']:>6.3f} {result['map']:>6.3f}",
+def report(name: str, trained: str, method: str, result: dict[str, float]) -> None:
+    print(f"{name:>7} {trained:>8} {method:>26} {result['f1']:>6.3f} {result['ap']:>6.3f} {result['map']:>6.3f}",
           flush=True)
 
 
@@ -122,7 +122,7 @@ def main() -> None:
     # time, not epochs, ends each step: enough epochs that the budget always runs out first
     config = preset_config("quick", **{"train.epochs": 100_000})
     print(f"scribbles on {SCRIBBLED_FRACTION:.0%} of the cells; scores at IoU 0.5 pooled over evaluation images")
-    print(f"{'data':>7} {'trained':>8} {'model, instance step':>22} {'F1':>6} {'AP':>6} {'mAP':>6}")
+    print(f"{'data':>7} {'trained':>8} {'model, instance step':>26} {'F1':>6} {'AP':>6} {'mAP':>6}")
     with tempfile.TemporaryDirectory() as work:
         for name in args.datasets:
             benchmark = demo_benchmark(config) if name == "demo" else vectra_benchmark(args.vectra)
