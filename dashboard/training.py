@@ -15,6 +15,7 @@ import numpy as np
 import streamlit as st
 
 from impartial.config import RunConfig
+from impartial.devicelock import device_turn
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
 from impartial.model import slot_device
 from impartial.project import Project, RunInfo
@@ -40,16 +41,23 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
     dataset = project.training_set(config)
     preview = project.normalized(preview_name) if preview_name else None
     label = f"resume {run_dir.name}" if run_dir else ("fine-tune" if init_from else "train")
+    owner = job_owner()  # read here: the work runs in a thread without this session's state
 
-    def work(ctx: JobContext) -> Run:
-        folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
-        ctx.report(run_dir=str(folder), kind="start", epoch=0, total_epochs=config.train.epochs)
-        trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
-                          init_from=init_from, preview_image=preview, stop_event=ctx.stop_event,
-                          device=slot_device(config.train.device, ctx.slot))
-        return trainer.run()
+    def work(ctx: JobContext) -> Run | None:
+        device = slot_device(config.train.device, ctx.slot)
+        # a command-line run on the same server may hold the device: wait for it, stoppable
+        with device_turn(project.data_root, device, f"{label} of {project.name} by {owner}",
+                         on_wait=lambda holder: ctx.report(kind="waiting", message=f"Waiting for {holder}."),
+                         stop_event=ctx.stop_event) as granted:
+            if not granted:
+                return None
+            folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
+            ctx.report(run_dir=str(folder), kind="start", epoch=0, total_epochs=config.train.epochs)
+            trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
+                              init_from=init_from, preview_image=preview, stop_event=ctx.stop_event, device=device)
+            return trainer.run()
 
-    return job_manager().submit(job_owner(), project.name, f"{label} · {project.name}", work)
+    return job_manager().submit(owner, project.name, f"{label} · {project.name}", work)
 
 
 def _progress(event: TrainingEvent) -> dict[str, Any]:
@@ -109,6 +117,8 @@ def _panel(project: Project, job_id: str | None) -> None:
     run_dir = job.progress.get("run_dir")
     if run_dir:
         run_view(Path(run_dir), job.progress)
+    elif job.progress.get("kind") == "waiting":
+        st.info(job.progress["message"], icon=":material/hourglass_top:")
     if job.cancel_requested:
         st.caption("Stopping after the current batch ...")
     else:

@@ -8,6 +8,7 @@ Bad input ends with one line naming the file and the problem, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,10 +37,12 @@ CONFIG_FLAGS = {
     "patches-per-epoch": ("train.patches_per_epoch", int, "patches sampled per epoch"),
     "max-minutes": ("train.max_minutes", float, "time budget of the run in minutes (0 = none)"),
     "seed": ("train.seed", int, "random seed: the same seed repeats a run"),
-    "device": ("train.device", str, "auto (CUDA when present), cuda or cpu"),
+    "device": ("train.device", str, "auto (CUDA when present), cuda, cuda:N or cpu"),
     "rec-loss": ("train.rec_loss", str, "gaussian (the method's) or mixture"),
     "preview-every": ("train.preview_every", int, "epochs between preview predictions"),
     "threads": ("train.threads", int, "CPU threads (0 = torch's default)"),
+    "precision": ("train.precision", str, "auto (bfloat16 where the hardware computes it natively), float32 or "
+                  "bfloat16"),
     "depth": ("model.depth", int, "U-Net depth"),
     "base": ("model.base", int, "U-Net channels at the first level"),
     "dropout": ("model.dropout", float, "dropout probability (also used for MC dropout)"),
@@ -156,6 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     config = config_from_args(args)
+    project = None
     if args.project:
         project = _open_project_folder(args.project)
         if not args.channels:
@@ -171,7 +175,8 @@ def run_train(args: argparse.Namespace) -> int:
         trainer = Trainer(config, dataset, run_dir, on_event=bar.update, init_from=args.init_from,
                           preview_image=None)
         try:
-            run = trainer.run()
+            with _device_turn(project, trainer, run_dir):
+                run = trainer.run()
         except KeyboardInterrupt:
             # a project run gets a new folder each time unless --out names it: say how to continue this one
             again = "the same command" if args.out else f"the same command with --out {run_dir}"
@@ -181,6 +186,16 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"{status['state']}: {status.get('message', '')}; {len(run.checkpoints)} checkpoint(s), "
           f"thresholds {run.thresholds} -> {run.dir}")
     return 0
+
+
+def _device_turn(project, trainer, run_dir: Path) -> contextlib.AbstractContextManager:
+    """A project run takes its turn on the device with the dashboard's jobs; a --files run does not."""
+    if project is None:
+        return contextlib.nullcontext(True)
+    from .devicelock import device_turn
+
+    return device_turn(project.data_root, trainer.device, f"command-line run {run_dir.name} of {project.name}",
+                       on_wait=lambda holder: print(f"waiting for the device: {holder} is training", file=sys.stderr))
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -224,6 +224,11 @@ class Project:
         return self.meta["name"]
 
     @property
+    def data_root(self) -> Path:
+        """The data root holding this project (``<data_root>/projects/<name>``)."""
+        return self.dir.parent.parent
+
+    @property
     def owner(self) -> str | None:
         return self.meta.get("owner")
 

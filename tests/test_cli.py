@@ -70,3 +70,29 @@ def test_bad_flag_value_is_reported(demo, tmp_path, capsys):
 def test_missing_run_folder(tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path / "nope"), "--out", str(tmp_path), str(tmp_path / "x.tif")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_a_project_run_waits_for_the_device_then_shows_in_the_project(tmp_path, capsys):
+    import threading
+    import time
+
+    import torch
+
+    from impartial.devicelock import device_turn
+    from impartial.project import create_demo_project
+
+    project = create_demo_project(tmp_path / "data", n_images=2, size=96)
+    command = ["train", "--project", str(project.dir), "--device", "cpu", *TINY]
+    errors = ""
+    with device_turn(project.data_root, torch.device("cpu"), "train of demo by ann"):  # a dashboard job
+        waiter = threading.Thread(target=main, args=(command,))
+        waiter.start()
+        deadline = time.monotonic() + 60
+        while "waiting for the device" not in errors and time.monotonic() < deadline:
+            errors += capsys.readouterr().err
+            time.sleep(0.1)
+        assert project.runs()[0].status["state"] == "new"  # listed, not started
+    waiter.join(120)
+    assert "waiting for the device: train of demo by ann (started " in errors
+    (run,) = project.runs()  # the dashboard lists the command-line run
+    assert run.status["state"] == "done" and (run.dir / "checkpoints" / "cycle_0.pt").exists()

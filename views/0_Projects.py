@@ -73,14 +73,19 @@ with right:
                 st.rerun()
 
 st.subheader("Device and jobs")
-st.write(f"Training runs on: **{device_name()}** (one job at a time, the others wait in the queue).")
+st.write(f"Training runs on: **{device_name()}** (one training per GPU, or one on the CPU; the others wait "
+         "in the queue, command-line runs on this server included).")
 waiting = [job for job in job_manager().jobs() if job.state not in FINAL_STATES]
 if not waiting:
     st.caption("No jobs running or queued.")
 for job in waiting:
     epoch, total = job.progress.get("epoch", 0), job.progress.get("total_epochs", "?")
-    where = f"queue position {job.queue_position}" if job.state == "queued" else f"epoch {epoch}/{total}, " \
-        f"remaining {format_seconds(job.progress.get('remaining_s'))}"
+    if job.state == "queued":
+        where = f"queue position {job.queue_position}"
+    elif job.progress.get("kind") == "waiting":
+        where = job.progress["message"]
+    else:
+        where = f"epoch {epoch}/{total}, remaining {format_seconds(job.progress.get('remaining_s'))}"
     line, button = st.columns([5, 1])
     line.write(f"**{job.label}** — {job.state}, {where} (by {job.owner})")
     if user() in (None, job.owner):
