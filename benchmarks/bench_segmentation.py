@@ -18,6 +18,7 @@ Data sets:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -118,9 +119,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 3, 5],
                         help="training minutes of each step (cumulative rows)")
     parser.add_argument("--vectra", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/vectra")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. model.base=8 train.precision=float32")
     args = parser.parse_args()
+    overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
     # time, not epochs, ends each step: enough epochs that the budget always runs out first
-    config = preset_config("quick", **{"train.epochs": 100_000})
+    config = preset_config("quick", **{"train.epochs": 100_000, **overrides})
+    print(f"quick preset{' with ' + ', '.join(args.set) if args.set else ''}")
     print(f"scribbles on {SCRIBBLED_FRACTION:.0%} of the cells; scores at IoU 0.5 pooled over evaluation images")
     print(f"{'data':>7} {'trained':>8} {'model, instance step':>26} {'F1':>6} {'AP':>6} {'mAP':>6}")
     with tempfile.TemporaryDirectory() as work:
@@ -128,6 +133,14 @@ def main() -> None:
             benchmark = demo_benchmark(config) if name == "demo" else vectra_benchmark(args.vectra)
             run_baseline(benchmark, config)
             run_impartial(benchmark, config, args.minutes, Path(work))
+
+
+def _value(text: str):
+    """A number or boolean when the text is one, else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 if __name__ == "__main__":

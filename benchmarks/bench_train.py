@@ -6,6 +6,7 @@ every epoch over the time between epoch events (sampling, blind spots, forward, 
 validation included).
 
     .venv/bin/python benchmarks/bench_train.py [--epochs 6] [--preset quick] [--threads 0]
+        [--precision auto|float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = preset_config(args.preset, **{"train.epochs": args.epochs})
+    config = preset_config(args.preset, **{"train.epochs": args.epochs, "train.precision": args.precision})
     dataset = demo_training_set(config)
     times: dict[str, list[float]] = {"epoch": [], "preview": []}
     with tempfile.TemporaryDirectory() as run_dir:
@@ -61,7 +63,8 @@ def main() -> None:
     epoch_ends = times["epoch"]
     # the first epoch pays for warm-up; later gaps include a preview every preview_every epochs
     steady = (len(epoch_ends) - 1) * train.patches_per_epoch / (epoch_ends[-1] - epoch_ends[0])
-    print(f"device: {trainer.device}, torch threads: {torch.get_num_threads()}")
+    print(f"device: {trainer.device}, torch threads: {torch.get_num_threads()}, "
+          f"convolutions in {str(trainer.compute_dtype).removeprefix('torch.')}")
     print(f"preset {args.preset}: depth {config.model.depth}, base {config.model.base}, patch {train.patch}, "
           f"batch {train.batch}, {train.patches_per_epoch} patches per epoch")
     print(f"first epoch done after     {epoch_ends[0]:6.1f} s")

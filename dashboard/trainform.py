@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from impartial.config import PRESETS, RunConfig, apply_overrides, preset_config
+from impartial.config import PRECISIONS, PRESETS, RunConfig, apply_overrides, preset_config
 from impartial.errors import InputError
 from impartial.project import Project, RunInfo
 from impartial.runs import Run
@@ -77,6 +77,10 @@ def settings_form(project: Project, finished: list[RunInfo]) -> TrainRequest | N
             values[field] = columns[index % 2].number_input(label, value=current, format=number_format,
                                                             step=None if number_format else 1,
                                                             key=f"{field}-{preset}")
+        values["train.precision"] = st.selectbox(
+            "Precision", PRECISIONS, index=PRECISIONS.index(base.train.precision), key=f"precision-{preset}",
+            help="auto: bfloat16 where the CPU or GPU computes it natively (about 1.5x faster on such CPUs), "
+                 "float32 elsewhere")
         preview = st.selectbox("Preview image", names, key="preview_image",
                                index=names.index(unscribbled[0]) if unscribbled else 0)
         by_id = {info.id: info for info in finished}

@@ -21,6 +21,7 @@ from .errors import InputError
 # from CELL_CLASSES, seeds from NUCLEUS_CLASSES. Other names are allowed and only exported.
 CELL_CLASSES = ("cell", "cytoplasm", "nucleus_in_cytoplasm", "nucleus_out_of_cytoplasm")
 NUCLEUS_CLASSES = ("nucleus", "nucleus_in_cytoplasm", "nucleus_out_of_cytoplasm")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass
@@ -95,6 +96,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when present), "cuda", "cuda:N" or "cpu"
     threads: int = 0  # CPU threads for torch; 0 = torch's default
+    # "auto": bfloat16 convolutions where the device computes them natively (recent x86 CPUs, most GPUs),
+    # float32 elsewhere; "float32" or "bfloat16" to choose. Losses and statistics stay float32.
+    precision: str = "auto"
 
 
 @dataclass
@@ -242,6 +246,7 @@ def _problems(config: RunConfig):
         (train.max_minutes >= 0, "train.max_minutes must be non-negative"),
         (re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device) is not None,
          "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        (train.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
         (predict.mcdrop >= 1, "predict.mcdrop must be at least 1"),
         (predict.batch >= 1, "predict.batch must be at least 1"),
         (predict.tile >= 2 ** model.depth and predict.tile % (2 ** model.depth) == 0,

@@ -18,7 +18,7 @@ import torch
 from .config import RunConfig
 from .errors import InputError
 from .losses import class_probabilities, split_outputs
-from .model import UNet, build_model, enable_mc_dropout, pick_device
+from .model import UNet, autocast, build_model, compute_dtype, enable_mc_dropout, pick_device
 from .runs import Run
 
 
@@ -146,9 +146,12 @@ def _tile_statistics(models: Sequence[UNet], config: RunConfig, tile: torch.Tens
     per_task: list[list[torch.Tensor]] = [[] for _ in config.tasks]
     # passes go through the network predict.batch at a time: that bounds the activations' memory
     chunks = [min(config.predict.batch, passes - start) for start in range(0, passes, config.predict.batch)]
+    dtype = compute_dtype(config.train.precision, tile.device)
     for model in models:
         for chunk in chunks:
-            outputs = split_outputs(model(tile.unsqueeze(0).expand(chunk, *tile.shape)), config.tasks)
+            with autocast(tile.device, dtype):
+                output = model(tile.unsqueeze(0).expand(chunk, *tile.shape))
+            outputs = split_outputs(output.float(), config.tasks)
             for index, (task, output) in enumerate(zip(config.tasks, outputs, strict=True)):
                 probs = class_probabilities(torch.softmax(output.logits, dim=1), task.ncomponents)
                 per_task[index].append(probs[:, :task.n_classes])

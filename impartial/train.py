@@ -26,7 +26,7 @@ from .dataset import TrainingImage
 from .errors import InputError
 from .instances import choose_threshold, combine_class_probabilities
 from .losses import total_loss
-from .model import UNet, build_model, pick_device
+from .model import UNet, autocast, build_model, compute_dtype, pick_device
 from .predict import Prediction, predict_with_models
 from .runs import (
     CHECKPOINT_DIR,
@@ -97,6 +97,7 @@ class Trainer:
         self.preview_image = preview_image
         self.stop_event = stop_event or threading.Event()
         self.device = device or pick_device(self.config.train.device)
+        self.compute_dtype = compute_dtype(self.config.train.precision, self.device)
         self._check_dataset()
 
     def request_stop(self) -> None:
@@ -118,7 +119,8 @@ class Trainer:
         train_sampler, validation = self._samplers(rng, generator)
         cycle_length = math.ceil(cfg.epochs / cfg.nsaves)
         started = time.monotonic() - progress.elapsed_s
-        self._emit("start", progress, message=f"training on {self.device}")
+        precision = str(self.compute_dtype).removeprefix("torch.")
+        self._emit("start", progress, message=f"training on {self.device} in {precision}")
         try:
             while progress.epoch < cfg.epochs:
                 cycle = progress.epoch // cycle_length
@@ -168,8 +170,9 @@ class Trainer:
     def _loss(self, model: UNet, corrupted: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor,
               scribbles: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         device = self.device
-        output = model(corrupted.to(device, non_blocking=True))
-        return total_loss(output, clean.to(device), mask.to(device), scribbles.to(device), self.config)
+        with autocast(device, self.compute_dtype):
+            output = model(corrupted.to(device, non_blocking=True))
+        return total_loss(output.float(), clean.to(device), mask.to(device), scribbles.to(device), self.config)
 
     def _validate(self, model: UNet, validation: list[tuple[torch.Tensor, ...]]) -> float:
         """Mean total loss on the fixed validation batches, dropout off (the reference kept it on)."""

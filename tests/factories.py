@@ -11,7 +11,9 @@ def tiny_config(tasks: str = "whole_cell", **overrides) -> RunConfig:
     """A network and schedule small enough for tests: seconds on one CPU thread."""
     settings = {"model.depth": 2, "model.base": 8, "model.dropout": 0.2, "train.epochs": 3, "train.patch": 48,
                 "train.patches_per_epoch": 16, "train.batch": 8, "train.nsaves": 1, "train.val_patches": 8,
-                "train.preview_every": 1, "predict.tile": 64, "predict.overlap": 16, "predict.mcdrop": 2}
+                "train.preview_every": 1, "predict.tile": 64, "predict.overlap": 16, "predict.mcdrop": 2,
+                # float32 on every machine, so numeric tolerances do not depend on the CPU (bfloat16 has its tests)
+                "train.precision": "float32"}
     return apply_overrides(preset_config("quick", tasks), {**settings, **overrides}).validate()
 
 

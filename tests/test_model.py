@@ -10,8 +10,11 @@ from impartial.losses import total_loss
 from impartial.model import (
     PixelDropout,
     UNet,
+    autocast,
     build_model,
+    compute_dtype,
     enable_mc_dropout,
+    native_bfloat16,
     pick_device,
     slot_device,
     training_slots,
@@ -79,8 +82,9 @@ def test_cuda_without_a_gpu_is_a_clear_error():
         pick_device("cuda")
 
 
-def test_a_few_steps_reduce_the_loss():
-    # Model and losses together: Adam on one fixed batch must lower the total loss.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_few_steps_reduce_the_loss(dtype):
+    # Model and losses together: Adam on one fixed batch must lower the total loss, in both precisions.
     torch.manual_seed(0)
     config = preset_config("quick", "whole_cell", **{"model.dropout": 0.0})
     model = UNet(2, config.n_outputs, depth=1, base=4, dropout=0.0)
@@ -93,11 +97,26 @@ def test_a_few_steps_reduce_the_loss():
     losses = []
     for _ in range(30):
         optimizer.zero_grad()
-        loss, _ = total_loss(model(x), x, mask, scribbles, config)
+        with autocast(torch.device("cpu"), dtype):
+            output = model(x)
+        assert output.dtype == dtype
+        loss, _ = total_loss(output.float(), x, mask, scribbles, config)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_precision_auto_takes_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    cpu = torch.device("cpu")
+    assert compute_dtype("float32", cpu) == torch.float32 and compute_dtype("bfloat16", cpu) == torch.bfloat16
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda has=has_bf16: has)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert native_bfloat16(cpu) is has_bf16
+        assert compute_dtype("auto", cpu) == (torch.bfloat16 if has_bf16 else torch.float32)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the probe: no bfloat16
+    assert compute_dtype("auto", cpu) == torch.float32
 
 
 def test_memory_format_is_internal(tmp_path):

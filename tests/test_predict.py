@@ -87,6 +87,18 @@ def test_tiled_prediction_matches_whole_image():
     assert np.abs(a - b).max() < 0.02
 
 
+def test_bfloat16_prediction_stays_close_to_float32():
+    config = tiny_config(**{"model.dropout": 0.0})
+    image = np.random.default_rng(3).normal(size=(2, 64, 64)).astype(np.float32)
+    model = _sharp_model(config)
+    exact = predict_with_models([model], config, image, passes=1, mc_dropout=False)
+    config.train.precision = "bfloat16"
+    reduced = predict_with_models([model], config, image, passes=1, mc_dropout=False)
+    a, b = exact.tasks[0].class_segmentation, reduced.tasks[0].class_segmentation
+    assert b.dtype == np.float32 and a.std() > 0.05
+    assert 0 < np.abs(a - b).mean() < 0.01  # bfloat16 did run, and changed little
+
+
 def test_mc_dropout_gives_variance_and_ensemble_shapes():
     config = tiny_config("tissuenet", **{"model.dropout": 0.3})
     image = np.random.default_rng(1).normal(size=(2, 40, 56)).astype(np.float32)

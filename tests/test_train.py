@@ -38,6 +38,15 @@ def test_run_folder_and_events(small_dataset, tmp_path):
     assert 0 < run.thresholds["threshold"] < 1
 
 
+def test_bfloat16_training_runs_and_says_so(small_dataset, tmp_path):
+    config, dataset = small_dataset
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision="bfloat16"))
+    run, events = _train(config, dataset, tmp_path / "run")
+    assert events[0].message.endswith(" in bfloat16")
+    assert run.status["state"] == "done"
+    assert np.isfinite(run.history[["scribble", "rec", "total", "val"]].to_numpy(float)).all()
+
+
 def test_same_seed_repeats_the_run(small_dataset, tmp_path):
     config, dataset = small_dataset
     first, _ = _train(config, dataset, tmp_path / "a")
