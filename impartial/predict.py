@@ -172,6 +172,7 @@ def normalised_entropy(foreground: np.ndarray, rows_per_block: int = 512) -> np.
         rows_per_block: rows computed at a time, so temporaries stay small on huge images.
     """
     entropy = np.empty(foreground.shape[1:], np.float32)
+    largest = np.float32(np.log(foreground.shape[0] + 1))  # the entropy of a uniform distribution
     for top in range(0, foreground.shape[1], rows_per_block):
         block = foreground[:, top:top + rows_per_block]
         background = np.clip(1.0 - block.sum(axis=0), 0.0, 1.0)
@@ -179,8 +180,8 @@ def normalised_entropy(foreground: np.ndarray, rows_per_block: int = 512) -> np.
         for probability in (*block, background):
             p = np.clip(probability, 1e-12, 1.0)
             total -= p * np.log(p)
-        entropy[top:top + rows_per_block] = total
-    return entropy / np.float32(np.log(foreground.shape[0] + 1))
+        entropy[top:top + rows_per_block] = total / largest  # scaled per block: no second full-size array
+    return entropy
 
 
 def _check_image(image: np.ndarray, config: RunConfig) -> None:
