@@ -15,7 +15,7 @@ import torch
 
 from impartial.errors import InputError
 from impartial.jobs import JobManager
-from impartial.model import training_slots
+from impartial.model import native_bfloat16, pick_device, training_slots
 from impartial.project import Project, create_demo_project, data_root_from_env, open_project, safe_name
 
 PROJECT_KEY = "project"  # session_state key and URL query parameter
@@ -49,10 +49,10 @@ def job_manager() -> JobManager:
 
 @st.cache_resource
 def device_name() -> str:
-    """The GPU's name, or CPU with its thread count."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({torch.get_num_threads()} threads)"
+    """The GPU's name, or CPU with its thread count; says when it computes in bfloat16 (faster training)."""
+    device = pick_device("auto")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return f"{name} (bfloat16)" if native_bfloat16(device) else name
 
 
 def set_user(user: str | None) -> None:
