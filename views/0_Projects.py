@@ -73,8 +73,8 @@ with right:
                 st.rerun()
 
 st.subheader("Device and jobs")
-st.write(f"Training runs on: **{device_name()}** (one training per GPU, or one on the CPU; the others wait "
-         "in the queue, command-line runs on this server included).")
+st.write(f"Training runs on: **{device_name()}**. One training runs per GPU, or one on the CPU; the others "
+         "wait in the queue, command-line runs on this server included.")
 waiting = [job for job in job_manager().jobs() if job.state not in FINAL_STATES]
 if not waiting:
     st.caption("No jobs running or queued.")
