@@ -96,10 +96,16 @@ def live_panel(project: Project) -> None:
     """Progress of the project's training, refreshed every few seconds while a job is queued or running
     (also a run started from the command line)."""
     job = active_job(project)
-    runs = project.runs()
-    watching = job is not None or (bool(runs) and runs[0].status.get("state") == "running")
-    panel = st.fragment(run_every=REFRESH_SECONDS if watching else None, key="live-panel")(_panel)
+    panel = st.fragment(run_every=refresh_seconds(project), key="live-panel")(_panel)
     panel(project, None if job is None else job.id)
+
+
+def refresh_seconds(project: Project) -> float | None:
+    """How often live views refresh: every few seconds while a training of the project is queued or running
+    (a command-line one included), else never."""
+    runs = project.runs()
+    watching = active_job(project) is not None or (bool(runs) and runs[0].status.get("state") == "running")
+    return REFRESH_SECONDS if watching else None
 
 
 def _panel(project: Project, job_id: str | None) -> None:

@@ -12,6 +12,7 @@ from dashboard.training import (
     active_job,
     format_seconds,
     live_panel,
+    refresh_seconds,
     run_label,
     runs_with_checkpoints,
     submit_training,
@@ -49,19 +50,25 @@ with progress:
         st.caption("No training yet: choose the settings and press Start.")
     live_panel(project)
 
-st.subheader("Runs")
-runs = project.runs()
-if not runs:
-    st.caption("Runs appear here once training starts.")
-else:
+def runs_table() -> None:
+    """Every run of the project with its state; live while a training runs."""
+    runs = project.runs()
+    if not runs:
+        st.caption("Runs appear here once training starts.")
+        return
     st.dataframe(pd.DataFrame([{"run": info.id, "state": info.status.get("state"),
                                 "epoch": f"{info.status.get('epoch', 0)}/{info.status.get('total_epochs', '?')}",
                                 "elapsed": format_seconds(info.status.get("elapsed_s")),
                                 "message": info.status.get("message", "")} for info in runs]), hide_index=True)
-    resumable = [info for info in runs if info.status.get("state") in RESUMABLE and (info.dir / STATE_FILE).exists()]
-    if resumable and active_job(project) is None:
-        by_id = {info.id: info for info in resumable}
-        chosen = by_id[st.selectbox("Resume a stopped or interrupted run", list(by_id),
-                                    format_func=lambda run_id: run_label(by_id[run_id]))]
-        if st.button("Resume", icon=":material/play_arrow:"):
-            start(Run.load(chosen.dir).config, st.session_state.get("preview_image"), run_dir=chosen.dir)
+
+
+st.subheader("Runs")
+st.fragment(run_every=refresh_seconds(project), key="runs-table")(runs_table)()
+resumable = [info for info in project.runs()
+             if info.status.get("state") in RESUMABLE and (info.dir / STATE_FILE).exists()]
+if resumable and active_job(project) is None:
+    by_id = {info.id: info for info in resumable}
+    chosen = by_id[st.selectbox("Resume a stopped or interrupted run", list(by_id),
+                                format_func=lambda run_id: run_label(by_id[run_id]))]
+    if st.button("Resume", icon=":material/play_arrow:"):
+        start(Run.load(chosen.dir).config, st.session_state.get("preview_image"), run_dir=chosen.dir)
