@@ -122,13 +122,14 @@ def predict_with_models(models: Sequence[UNet], config: RunConfig, image: np.nda
         else:
             model.eval()
     passes = passes if mc_dropout else 1
+    dtype = compute_dtype(config.train.precision, device)
 
     with torch.inference_mode():
         for y0, weight_y in grid_y:
             for x0, weight_x in grid_x:
                 tile = torch.from_numpy(np.ascontiguousarray(padded[:, y0:y0 + tile_y, x0:x0 + tile_x])).to(device)
                 weight = np.outer(weight_y, weight_x)[None]
-                for index, (mean, variance) in enumerate(_tile_statistics(models, config, tile, passes)):
+                for index, (mean, variance) in enumerate(_tile_statistics(models, config, tile, passes, dtype)):
                     means[index][:, y0:y0 + tile_y, x0:x0 + tile_x] += weight * mean
                     variances[index][:, y0:y0 + tile_y, x0:x0 + tile_x] += weight * variance
 
@@ -140,13 +141,13 @@ def predict_with_models(models: Sequence[UNet], config: RunConfig, image: np.nda
     return Prediction(tasks)
 
 
-def _tile_statistics(models: Sequence[UNet], config: RunConfig, tile: torch.Tensor,
-                     passes: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per task, mean and variance of the foreground class probabilities over all passes of all models."""
+def _tile_statistics(models: Sequence[UNet], config: RunConfig, tile: torch.Tensor, passes: int,
+                     dtype: torch.dtype) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per task, mean and variance of the foreground class probabilities over all passes of all models
+    (convolutions in ``dtype``)."""
     per_task: list[list[torch.Tensor]] = [[] for _ in config.tasks]
     # passes go through the network predict.batch at a time: that bounds the activations' memory
     chunks = [min(config.predict.batch, passes - start) for start in range(0, passes, config.predict.batch)]
-    dtype = compute_dtype(config.train.precision, tile.device)
     for model in models:
         for chunk in chunks:
             with autocast(tile.device, dtype):
