@@ -3,7 +3,7 @@
 ```
 RUN_DIR/config.json        the RunConfig that trained it
         status.json        state (running | done | stopped | interrupted | failed), epoch, heartbeat, pid
-        history.csv        one row per epoch: losses and validation loss
+        history.csv        one row per epoch: losses, validation loss and learning rate
         thresholds.json    instance thresholds chosen on the validation scribbles
         checkpoints/cycle_K.pt   best-validation weights of ensemble cycle K (loaded with weights_only=True)
         state.pt           everything needed to resume after a stop or crash
@@ -32,7 +32,7 @@ HISTORY_FILE = "history.csv"
 THRESHOLDS_FILE = "thresholds.json"
 STATE_FILE = "state.pt"
 CHECKPOINT_DIR = "checkpoints"
-HISTORY_COLUMNS = ["epoch", "cycle", "elapsed_s", "scribble", "rec", "reg", "total", "val"]
+HISTORY_COLUMNS = ["epoch", "cycle", "elapsed_s", "scribble", "rec", "reg", "total", "val", "lr"]
 
 # A "running" run whose heartbeat is older than this is treated as dead even if its pid was reused.
 STALE_AFTER_S = 15 * 60

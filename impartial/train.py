@@ -1,10 +1,12 @@
 """The training loop: scribbles + blind-spot reconstruction, checkpoint ensembles, clean stops.
 
 Reads top to bottom: :class:`Trainer.run` sets up, then runs epochs grouped into ``nsaves``
-cycles. Each cycle keeps its best-validation checkpoint (validated with dropout off) and ends
+cycles. Each cycle keeps its best-validation checkpoint (validated with dropout off) and may end
 early after ``patience`` epochs without improvement; the next cycle resets the optimiser and
-continues from the current weights. After every epoch the full training state is saved
-atomically, so a stop, a crash or a server restart resumes from the last finished epoch.
+continues from the current weights. How long the run and its cycles last is a schedule's choice:
+``epochs`` (:class:`_EpochSchedule`) or, when ``max_minutes`` is set, the time budget
+(:class:`_BudgetSchedule`). After every epoch the full training state is saved atomically, so a
+stop, a crash or a server restart resumes from the last finished epoch.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .config import CELL_CLASSES, NUCLEUS_CLASSES, RunConfig
+from .config import CELL_CLASSES, NUCLEUS_CLASSES, RunConfig, TrainConfig
 from .dataset import TrainingImage
 from .errors import InputError
 from .instances import choose_threshold, combine_class_probabilities
@@ -44,6 +47,10 @@ from .sampling import PatchSampler, blind_spots
 from .scribbles import validation_box
 from .storage import atomic_path, write_json, write_npz, write_text
 
+# Within a time-budgeted cycle the learning rate falls along a cosine from lr to this fraction of lr,
+# so the cycle's last epochs take small steps and its best checkpoint is a settled one.
+LR_FLOOR = 0.05
+
 
 @dataclass
 class TrainingEvent:
@@ -51,10 +58,11 @@ class TrainingEvent:
 
     kind: str  # start | epoch | preview | checkpoint | done | stopped | error
     epoch: int = 0
-    total_epochs: int = 0
+    total_epochs: int = 0  # with a time budget an estimate from the pace so far; 0 before the first epoch
     cycle: int = 0
     elapsed_s: float = 0.0
-    remaining_s: float | None = None
+    remaining_s: float | None = None  # None until the first epoch has been timed (without a budget)
+    budget_s: float | None = None  # the time budget; None when epochs set the run's length
     losses: dict[str, float] = field(default_factory=dict)
     preview: Prediction | None = None
     message: str = ""
@@ -62,12 +70,171 @@ class TrainingEvent:
 
 @dataclass
 class _Progress:
-    """The resumable part of the loop, saved in state.pt after every epoch."""
+    """The resumable part of the loop, saved in state.pt after every epoch.
 
-    epoch: int = 0  # epochs completed over all cycles
+    The cycle fields came with time budgets: :func:`_restored_progress` fills them in for older files.
+    """
+
+    epoch: int = 0  # epochs completed over all cycles (without a budget, patience makes it skip ahead)
+    cycle: int = 0  # the current ensemble cycle
     best: float = math.inf  # best validation loss of the current cycle
     since_best: int = 0
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # training time; the pause between a stop and its resume does not count
+    cycle_start_s: float | None = None  # time budget only: elapsed_s when the current cycle began
+    cycle_end_s: float | None = None  # time budget only: elapsed_s when the current cycle's share runs out
+
+    def enter_next_cycle(self) -> None:
+        """Move on to the next cycle, whose best validation loss starts over."""
+        self.cycle += 1
+        self.best, self.since_best = math.inf, 0
+
+
+def _restored_progress(saved: dict[str, Any], train: TrainConfig) -> _Progress:
+    """The loop's progress as saved in state.pt.
+
+    Files written before time budgets have no cycle: it is the one their epoch counter was in, since
+    that is how cycles were counted then (at most the last, for a run that crashed as it finished).
+    """
+    cycle = min(saved["epoch"] // _cycle_length(train), train.nsaves - 1)
+    return _Progress(**{"cycle": cycle, **saved})
+
+
+def _cycle_length(train: TrainConfig) -> int:
+    """Epochs per ensemble cycle when epochs, not a time budget, set the run's length."""
+    return math.ceil(train.epochs / train.nsaves)
+
+
+class _Schedule(Protocol):
+    """Decides how long the run and its ensemble cycles last; the loop asks it after every epoch."""
+
+    budget_s: float | None  # the time budget in seconds; None when epochs set the length
+    end_message: str  # the status message of a run that trained to its end
+
+    def begin(self, progress: _Progress) -> None:
+        """Prepare the current cycle at the start (or resume) of a run."""
+
+    def learning_rate_factor(self, progress: _Progress) -> float:
+        """The next epoch's learning rate as a fraction of ``lr``."""
+
+    def cycle_over(self, progress: _Progress) -> bool:
+        """Whether the cycle ends after the epoch just finished (the run not being over)."""
+
+    def next_cycle(self, progress: _Progress) -> None:
+        """Move ``progress`` on to the next cycle."""
+
+    def finished(self, progress: _Progress) -> bool:
+        """Whether the run has trained to its end."""
+
+    def total_epochs(self, progress: _Progress) -> int:
+        """The epochs the run will have trained at its end, as far as known now (0: unknown)."""
+
+    def remaining_s(self, progress: _Progress) -> float | None:
+        """Seconds of training left, as far as known now (None: unknown)."""
+
+
+class _EpochSchedule:
+    """No time budget: ``nsaves`` cycles of ``ceil(epochs / nsaves)`` epochs at a constant learning rate.
+
+    Patience ends a cycle early; the epoch counter then jumps to the next cycle's first epoch, so such a
+    run trains fewer than ``epochs`` epochs and its history skips the numbers in between.
+    """
+
+    budget_s = None
+    end_message = "finished"
+
+    def __init__(self, train: TrainConfig) -> None:
+        self.epochs, self.patience, self.cycle_length = train.epochs, train.patience, _cycle_length(train)
+
+    def begin(self, progress: _Progress) -> None:
+        pass  # nothing to prepare: the epoch counter alone says where the run is
+
+    def learning_rate_factor(self, progress: _Progress) -> float:
+        return 1.0
+
+    def cycle_over(self, progress: _Progress) -> bool:
+        return progress.since_best >= self.patience or progress.epoch % self.cycle_length == 0
+
+    def next_cycle(self, progress: _Progress) -> None:
+        progress.enter_next_cycle()
+        # the last cycle ending early jumps to the end, not past it, so the epoch never reads "42 / 40"
+        progress.epoch = min(progress.cycle * self.cycle_length, self.epochs)
+
+    def finished(self, progress: _Progress) -> bool:
+        return progress.epoch >= self.epochs
+
+    def total_epochs(self, progress: _Progress) -> int:
+        return self.epochs
+
+    def remaining_s(self, progress: _Progress) -> float | None:
+        """The pace so far times the epochs left; unknown before the first epoch."""
+        if not progress.epoch:
+            return None
+        return progress.elapsed_s / progress.epoch * (self.epochs - progress.epoch)
+
+
+class _BudgetSchedule:
+    """A time budget: the run trains for ``max_minutes`` and ``epochs`` is ignored.
+
+    Cycle k starts with an equal share of the time left, (budget - elapsed) / (nsaves - k). Patience may
+    end it sooner, which leaves its unused time to the later cycles; a cycle whose share has run out ends
+    after the epoch in progress, and the next share absorbs the overrun. The last cycle ignores patience
+    and trains until the budget is spent (its best checkpoint is still the one kept). Within a cycle the
+    learning rate follows a cosine from lr to ``LR_FLOOR`` * lr over the cycle's share; the optimiser is
+    new at each cycle, as without a budget. The run ends after the epoch that reaches the budget.
+    """
+
+    end_message = "time budget reached"
+
+    def __init__(self, train: TrainConfig) -> None:
+        self.budget_s, self.nsaves, self.patience = train.max_minutes * 60, train.nsaves, train.patience
+
+    def begin(self, progress: _Progress) -> None:
+        """Give the current cycle its share of the time, unless it has one (a resumed run keeps it)."""
+        if progress.cycle_end_s is None:
+            self._give_share(progress)
+
+    def learning_rate_factor(self, progress: _Progress) -> float:
+        """Cosine from 1 at the cycle's start to ``LR_FLOOR`` at the end of its share."""
+        share = progress.cycle_end_s - progress.cycle_start_s
+        spent = min((progress.elapsed_s - progress.cycle_start_s) / share, 1.0) if share > 0 else 1.0
+        return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * spent))
+
+    def cycle_over(self, progress: _Progress) -> bool:
+        if progress.cycle == self.nsaves - 1:
+            return False  # the last cycle trains until the budget is spent
+        return progress.since_best >= self.patience or progress.elapsed_s >= progress.cycle_end_s
+
+    def next_cycle(self, progress: _Progress) -> None:
+        progress.enter_next_cycle()
+        self._give_share(progress)
+
+    def finished(self, progress: _Progress) -> bool:
+        return progress.elapsed_s >= self.budget_s
+
+    def total_epochs(self, progress: _Progress) -> int:
+        """An estimate from the pace so far: the epochs it takes to reach the budget; unknown before the first."""
+        if not progress.epoch or not progress.elapsed_s:
+            return 0
+        return max(progress.epoch, math.ceil(self.budget_s * progress.epoch / progress.elapsed_s))
+
+    def remaining_s(self, progress: _Progress) -> float:
+        return max(self.budget_s - progress.elapsed_s, 0.0)
+
+    def _give_share(self, progress: _Progress) -> None:
+        left = max(self.budget_s - progress.elapsed_s, 0.0)
+        progress.cycle_start_s = progress.elapsed_s
+        progress.cycle_end_s = progress.elapsed_s + left / (self.nsaves - progress.cycle)
+
+
+def _schedule(train: TrainConfig) -> _Schedule:
+    """The time budget sets the run's length when there is one, else the epochs."""
+    return _BudgetSchedule(train) if train.max_minutes else _EpochSchedule(train)
+
+
+def _set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Use ``lr`` from the next step on (Adam's moment estimates are kept)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 class Trainer:
@@ -98,6 +265,7 @@ class Trainer:
         self.stop_event = stop_event or threading.Event()
         self.device = device or pick_device(self.config.train.device)
         self.compute_dtype = compute_dtype(self.config.train.precision, self.device)
+        self.schedule = _schedule(self.config.train)
         self._check_dataset()
 
     def request_stop(self) -> None:
@@ -107,23 +275,24 @@ class Trainer:
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> Run:
-        """Train until the epochs, the time budget or a stop request end it; return the run."""
+        """Train until the epochs or the time budget are used up or a stop request ends it; return the run."""
         if read_status(self.run_dir).get("state") == "done":
             return Run.load(self.run_dir)
-        cfg = self.config.train
+        cfg, schedule = self.config.train, self.schedule
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.config.save(self.run_dir / CONFIG_FILE)
         model, optimizer, progress, rng, generator = self._setup()
         train_sampler, validation = self._samplers(rng, generator)
-        cycle_length = math.ceil(cfg.epochs / cfg.nsaves)
+        schedule.begin(progress)
         started = time.monotonic() - progress.elapsed_s
         precision = str(self.compute_dtype).removeprefix("torch.")
         self._emit("start", progress, message=f"training on {self.device} in {precision}")
         try:
-            while progress.epoch < cfg.epochs:
-                cycle = progress.epoch // cycle_length
+            while not schedule.finished(progress):
+                cycle, lr = progress.cycle, cfg.lr * schedule.learning_rate_factor(progress)
+                _set_learning_rate(optimizer, lr)
                 losses = self._train_epoch(model, optimizer, train_sampler, generator)
                 if losses is None:  # stopped mid-epoch: the last saved epoch stays the resume point
                     return self._finish("stopped", progress, "stopped by request")
@@ -131,20 +300,17 @@ class Trainer:
                 progress.elapsed_s = time.monotonic() - started
                 losses["val"] = self._validate(model, validation) if validation else losses["total"]
                 self._keep_best(model, cycle, losses["val"], progress)
-                self._append_history(progress, cycle, losses)
-                if progress.since_best >= cfg.patience and progress.epoch < cfg.epochs:
-                    progress.epoch = (cycle + 1) * cycle_length  # early stop: next ensemble cycle
-                if progress.epoch // cycle_length != cycle:
+                self._append_history(progress, cycle, lr, losses)
+                if not schedule.finished(progress) and schedule.cycle_over(progress):
+                    schedule.next_cycle(progress)
                     optimizer = self._optimizer(model)
-                    progress.best, progress.since_best = math.inf, 0
                 self._save_state(model, optimizer, progress, rng, generator)
                 self._emit("epoch", progress, losses=losses, cycle=cycle)
                 self._maybe_preview(model, progress)
-                if self._out_of_time(progress):
-                    return self._finish("done", progress, "time budget reached")
-            return self._finish("done", progress, "finished")
+            return self._finish("done", progress, schedule.end_message)
         except Exception as error:
-            write_status(self.run_dir, "failed", epoch=progress.epoch, total_epochs=cfg.epochs, message=str(error))
+            write_status(self.run_dir, "failed", epoch=progress.epoch, total_epochs=schedule.total_epochs(progress),
+                         budget_s=schedule.budget_s, message=str(error))
             self._emit("error", progress, message=str(error))
             raise
 
@@ -198,28 +364,21 @@ class Trainer:
             key: np.asarray(value) for key, value in prediction.arrays().items()})
         self._emit("preview", progress, preview=prediction)
 
-    def _out_of_time(self, progress: _Progress) -> bool:
-        budget = self.config.train.max_minutes
-        return bool(budget) and progress.elapsed_s >= budget * 60
-
     def _finish(self, state: str, progress: _Progress, message: str) -> Run:
         if checkpoint_paths(self.run_dir):
             write_json(self.run_dir / THRESHOLDS_FILE, self._choose_thresholds())
-        write_status(self.run_dir, state, epoch=progress.epoch, total_epochs=self.config.train.epochs,
-                     elapsed_s=progress.elapsed_s, message=message)
+        write_status(self.run_dir, state, epoch=progress.epoch, total_epochs=self.schedule.total_epochs(progress),
+                     elapsed_s=progress.elapsed_s, budget_s=self.schedule.budget_s, message=message)
         self._emit("done" if state == "done" else "stopped", progress, message=message)
         return Run.load(self.run_dir)
 
     def _emit(self, kind: str, progress: _Progress, **details) -> None:
-        total = self.config.train.epochs
-        remaining = None
-        if progress.epoch:
-            remaining = progress.elapsed_s / progress.epoch * (total - progress.epoch)
+        timing = {"epoch": progress.epoch, "total_epochs": self.schedule.total_epochs(progress),
+                  "elapsed_s": progress.elapsed_s, "remaining_s": self.schedule.remaining_s(progress),
+                  "budget_s": self.schedule.budget_s}
         if kind in ("start", "epoch"):
-            write_status(self.run_dir, "running", epoch=progress.epoch, total_epochs=total,
-                         elapsed_s=progress.elapsed_s, remaining_s=remaining)
-        self.on_event(TrainingEvent(kind=kind, epoch=progress.epoch, total_epochs=total,
-                                    elapsed_s=progress.elapsed_s, remaining_s=remaining, **details))
+            write_status(self.run_dir, "running", **timing)
+        self.on_event(TrainingEvent(kind=kind, **timing, **details))
 
     # --- setup, state and history ----------------------------------------------------------------
 
@@ -235,7 +394,7 @@ class Trainer:
             model.load_state_dict(state["model"])
             optimizer = self._optimizer(model)
             optimizer.load_state_dict(state["optimizer"])
-            progress = _Progress(**state["progress"])
+            progress = _restored_progress(state["progress"], self.config.train)
             rng.bit_generator.state = state["numpy_rng"]
             generator.set_state(state["torch_rng"])
             return model, optimizer, progress, rng, generator
@@ -264,8 +423,8 @@ class Trainer:
         with atomic_path(self.run_dir / STATE_FILE) as tmp:
             torch.save(state, tmp)
 
-    def _append_history(self, progress: _Progress, cycle: int, losses: dict[str, float]) -> None:
-        row = {"epoch": progress.epoch, "cycle": cycle, "elapsed_s": round(progress.elapsed_s, 3), **losses}
+    def _append_history(self, progress: _Progress, cycle: int, lr: float, losses: dict[str, float]) -> None:
+        row = {"epoch": progress.epoch, "cycle": cycle, "elapsed_s": round(progress.elapsed_s, 3), **losses, "lr": lr}
         path = self.run_dir / HISTORY_FILE
         history = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=HISTORY_COLUMNS)
         history = pd.concat([history[history.epoch < progress.epoch], pd.DataFrame([row])], ignore_index=True)
