@@ -23,7 +23,7 @@ from .storage import write_text
 
 # flag -> (config field, type, help)
 CONFIG_FLAGS = {
-    "epochs": ("train.epochs", int, "training epochs over all ensemble cycles"),
+    "epochs": ("train.epochs", int, "training epochs over all ensemble cycles (ignored with --max-minutes)"),
     "batch": ("train.batch", int, "patches per optimisation step"),
     "lr": ("train.lr", float, "Adam learning rate"),
     "wfore": ("train.wfore", float, "weight of the foreground scribble loss"),
@@ -32,10 +32,13 @@ CONFIG_FLAGS = {
     "wreg": ("train.wreg", float, "weight of the smoothness loss"),
     "ratio": ("train.ratio", float, "fraction of pixels kept per channel (1 - ratio become blind spots)"),
     "nsaves": ("train.nsaves", int, "checkpoint-ensemble cycles"),
-    "patience": ("train.patience", int, "epochs without validation improvement before a cycle ends"),
+    "patience": ("train.patience", int, "epochs without validation improvement before a cycle ends (with "
+                 "--max-minutes, every cycle but the last)"),
     "patch": ("train.patch", int, "patch side in pixels"),
     "patches-per-epoch": ("train.patches_per_epoch", int, "patches sampled per epoch"),
-    "max-minutes": ("train.max_minutes", float, "time budget of the run in minutes (0 = none)"),
+    "max-minutes": ("train.max_minutes", float, "time budget in minutes: the run trains for all of it and "
+                    "--epochs is ignored; the ensemble cycles share it, a cycle that stops improving leaving its "
+                    "time to the next (0 = none: train for --epochs)"),
     "seed": ("train.seed", int, "random seed: the same seed repeats a run"),
     "device": ("train.device", str, "auto (CUDA when present), cuda, cuda:N or cpu"),
     "rec-loss": ("train.rec_loss", str, "gaussian (the method's) or mixture"),
@@ -171,7 +174,7 @@ def run_train(args: argparse.Namespace) -> int:
         if args.out is None:
             raise InputError("--out RUN_DIR is needed with --files")
         dataset, run_dir = load_training_set(args.files, config), args.out
-    with _ProgressBar(config.train.epochs) as bar:
+    with _ProgressBar() as bar:
         trainer = Trainer(config, dataset, run_dir, on_event=bar.update, init_from=args.init_from,
                           preview_image=None)
         try:
@@ -280,27 +283,49 @@ def _open_project_folder(folder: Path):
 
 
 class _ProgressBar:
-    """A tqdm bar over epochs fed by training events."""
+    """A tqdm bar fed by training events: over the epochs, or over the seconds of a time budget.
 
-    def __init__(self, total: int) -> None:
-        from tqdm import tqdm
+    It opens at the trainer's start event, which carries the run's own settings (a resumed run's saved ones).
+    """
 
-        self.bar = tqdm(total=total, unit="epoch", dynamic_ncols=True)
+    def __init__(self) -> None:
+        self.bar = None
 
     def update(self, event) -> None:
-        if event.kind == "epoch":
-            self.bar.n = event.epoch
-            self.bar.set_postfix({key: f"{value:.3f}" for key, value in event.losses.items()
-                                  if key in ("scribble", "rec", "val")})
+        if event.kind == "start":
+            self._open(event)
+        elif event.kind == "epoch":
+            self.bar.n = self._position(event)
+            shown = {"epoch": event.epoch} if event.budget_s else {}
+            self.bar.set_postfix({**shown, **{key: f"{value:.3f}" for key, value in event.losses.items()
+                                              if key in ("scribble", "rec", "val")}})
             self.bar.refresh()
         elif event.kind in ("done", "stopped", "error") and event.message:
-            self.bar.write(event.message)
+            from tqdm import tqdm
+
+            tqdm.write(event.message)
+
+    def _open(self, event) -> None:
+        from tqdm import tqdm
+
+        if event.budget_s:
+            self.bar = tqdm(total=round(event.budget_s), unit="s", dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n}/{total} s of the time budget{postfix}")
+        else:
+            self.bar = tqdm(total=event.total_epochs, unit="epoch", dynamic_ncols=True)
+        self.bar.n = self._position(event)
+
+    def _position(self, event) -> int:
+        """Seconds spent of the budget, else epochs done; never past the bar's end (an epoch may overrun)."""
+        done = round(event.elapsed_s) if event.budget_s else event.epoch
+        return min(done, self.bar.total)
 
     def __enter__(self) -> _ProgressBar:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 if __name__ == "__main__":

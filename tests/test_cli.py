@@ -42,6 +42,15 @@ def test_train_predict_evaluate(demo, tmp_path, capsys):
     assert "f1" in table and "demo_2.tif" in table and "mean" in table
 
 
+def test_a_time_budget_sets_the_runs_length_and_the_bar_counts_its_seconds(demo, tmp_path, capsys):
+    run = tmp_path / "run"
+    # TINY asks for 2 epochs; a budget of 1e-6 min is spent by the first, which ends the run
+    assert main(["train", "--files", str(demo / "files.csv"), "--out", str(run), *TINY, "--max-minutes", "1e-6"]) == 0
+    printed = capsys.readouterr()
+    assert "s of the time budget" in printed.err and "done: time budget reached" in printed.out
+    assert len(pd.read_csv(run / "history.csv")) == 1
+
+
 def test_scribbles_from_labels(demo, tmp_path):
     out = tmp_path / "scribbled"
     assert main(["scribbles", "--files", str(demo / "files.csv"), "--out", str(out), "--fraction", "0.3"]) == 0
