@@ -29,10 +29,16 @@ FIELDS = [
     ("Kept pixel ratio (ratio)", "train.ratio", "%.3f"),
     ("Ensemble cycles (nsaves)", "train.nsaves", None),
     ("MC-dropout passes (mcdrop)", "predict.mcdrop", None),
-    ("Time budget, minutes (0 = none)", "train.max_minutes", "%.1f"),
+    ("Time budget, minutes (0 = train for Epochs)", "train.max_minutes", "%.1f"),
     ("Seed", "train.seed", None),
     ("Preview every N epochs (0 = never)", "train.preview_every", None),
 ]
+HELP = {
+    "train.epochs": "Ignored when a time budget is set.",
+    "train.max_minutes": "The run trains for the whole budget and Epochs is ignored: the ensemble cycles share the "
+                         "time, and a cycle that stops improving leaves its time to the later ones. "
+                         "0: no budget, the run trains for Epochs and early stopping may end it sooner.",
+}
 
 
 @dataclass
@@ -76,7 +82,7 @@ def settings_form(project: Project, finished: list[RunInfo]) -> TrainRequest | N
             current = _value(base, field)
             values[field] = columns[index % 2].number_input(label, value=current, format=number_format,
                                                             step=None if number_format else 1,
-                                                            key=f"{field}-{preset}")
+                                                            key=f"{field}-{preset}", help=HELP.get(field))
         values["train.precision"] = st.selectbox(
             "Precision", PRECISIONS, index=PRECISIONS.index(base.train.precision), key=f"precision-{preset}",
             help="auto: bfloat16 where the CPU or GPU computes it natively (about 1.5x faster on such CPUs), "

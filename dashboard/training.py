@@ -52,7 +52,8 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
             if not granted:
                 return None
             folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
-            ctx.report(run_dir=str(folder), kind="start", epoch=0, total_epochs=config.train.epochs)
+            # the totals come with the trainer's start event (a time budget's are estimated once it runs)
+            ctx.report(run_dir=str(folder), kind="start", epoch=0)
             trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
                               init_from=init_from, preview_image=preview, stop_event=ctx.stop_event, device=device)
             return trainer.run()
@@ -63,8 +64,8 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
 def _progress(event: TrainingEvent) -> dict[str, Any]:
     """The job-progress fields of a trainer event (plain values only: the UI thread reads them)."""
     return {"kind": event.kind, "epoch": event.epoch, "total_epochs": event.total_epochs, "cycle": event.cycle,
-            "elapsed_s": event.elapsed_s, "remaining_s": event.remaining_s, "message": event.message,
-            "losses": dict(event.losses)}
+            "elapsed_s": event.elapsed_s, "remaining_s": event.remaining_s, "budget_s": event.budget_s,
+            "message": event.message, "losses": dict(event.losses)}
 
 
 def project_jobs(project: Project) -> list[JobInfo]:
@@ -90,6 +91,28 @@ def format_seconds(seconds: float | None) -> str:
         return "–"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def epoch_count(progress: dict[str, Any]) -> str:
+    """'12 / 40' from a status.json or job-progress dict.
+
+    With a time budget the total is the trainer's estimate from its pace ('12 / about 40'), unknown ('?')
+    until the first epoch is timed; once the budget is spent it is the epochs trained.
+    """
+    epoch, total = int(progress.get("epoch") or 0), int(progress.get("total_epochs") or 0)
+    if not total:
+        return f"{epoch} / ?"
+    about = "about " if progress.get("budget_s") and total > epoch else ""
+    return f"{epoch} / {about}{total}"
+
+
+def progress_fraction(progress: dict[str, Any]) -> float:
+    """How far a run is, in [0, 1]: the share of its time budget spent, else of its epochs done."""
+    budget = progress.get("budget_s")
+    if budget:
+        return min(float(progress.get("elapsed_s") or 0.0) / budget, 1.0)
+    total = int(progress.get("total_epochs") or 0)
+    return min(int(progress.get("epoch") or 0) / total, 1.0) if total else 0.0
 
 
 def live_panel(project: Project) -> None:
@@ -144,16 +167,14 @@ def _last_outcome(project: Project) -> None:
 def run_view(run_dir: Path, progress: dict[str, Any] | None = None) -> None:
     """Progress bar, times, loss curves and the latest preview of one run folder."""
     status = read_status(run_dir)
-    progress = progress or {}
-    epoch = int(progress.get("epoch", status.get("epoch", 0)) or 0)
-    total = int(progress.get("total_epochs", status.get("total_epochs", 0)) or 0)
+    latest = {**status, **(progress or {})}  # the job's own report is fresher than the file
     state = status.get("state", "new")
     st.markdown(f"**Run `{run_dir.name}`** — {state}")
-    st.progress(min(epoch / total, 1.0) if total else 0.0, text=f"Epoch {epoch} / {total}")
-    elapsed = progress.get("elapsed_s", status.get("elapsed_s"))
-    remaining = progress.get("remaining_s", status.get("remaining_s")) if state == "running" else 0.0
-    st.caption(f"Elapsed {format_seconds(elapsed)} · remaining about {format_seconds(remaining)}"
-               + (f" · {status['message']}" if status.get("message") else ""))
+    st.progress(progress_fraction(latest), text=f"Epoch {epoch_count(latest)}")
+    budget = f" of the {format_seconds(latest['budget_s'])} budget" if latest.get("budget_s") else ""
+    remaining = latest.get("remaining_s") if state == "running" else 0.0
+    st.caption(f"Elapsed {format_seconds(latest.get('elapsed_s'))}{budget} · remaining about "
+               f"{format_seconds(remaining)}" + (f" · {status['message']}" if status.get("message") else ""))
     history = read_history(run_dir)
     curves, preview = st.columns([3, 2])
     with curves:
@@ -186,7 +207,7 @@ def show_preview(run_dir: Path) -> None:
 def run_label(info: RunInfo) -> str:
     """One line naming a run and its state, for select boxes."""
     status = info.status
-    epochs = f", epoch {status.get('epoch', 0)}/{status.get('total_epochs', '?')}" if "epoch" in status else ""
+    epochs = f", epoch {epoch_count(status)}" if "epoch" in status else ""
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status["updated"])) if "updated" in status else ""
     return f"{info.id} ({status.get('state', 'new')}{epochs}) {when}".strip()
 

@@ -21,6 +21,7 @@ from dashboard.annotate import (
     zoom_region,
 )
 from dashboard.render import composite, hex_to_rgb
+from dashboard.training import epoch_count, progress_fraction
 from impartial.config import tissuenet_tasks, whole_cell_tasks
 from impartial.project import create_demo_project
 
@@ -151,6 +152,27 @@ def test_a_bad_upload_is_reported_by_name_and_the_good_file_goes_in(data_root):
     errors = texts(app, "error")
     assert len(errors) == 1 and errors[0].startswith("broken.tif: ")
     assert texts(app, "success") == ["Added 1 image(s): good"]
+
+
+def test_epoch_counts_and_progress_read_sensibly_with_and_without_a_time_budget():
+    assert (epoch_count({"epoch": 12, "total_epochs": 40}), progress_fraction({"epoch": 12, "total_epochs": 40})) == (
+        "12 / 40", 0.3)
+    budget = {"epoch": 12, "total_epochs": 40, "budget_s": 300.0, "elapsed_s": 90.0}
+    assert (epoch_count(budget), progress_fraction(budget)) == ("12 / about 40", 0.3)  # the bar follows the clock
+    assert epoch_count({"epoch": 0, "total_epochs": 0, "budget_s": 300.0}) == "0 / ?"  # before the first epoch
+    spent = {"epoch": 41, "total_epochs": 41, "budget_s": 300.0, "elapsed_s": 306.0}  # the last epoch overran
+    assert (epoch_count(spent), progress_fraction(spent)) == ("41 / 41", 1.0)
+
+
+def test_a_budgeted_run_shows_its_estimated_epochs_in_the_runs_table(data_root):
+    create_demo_project(data_root, n_images=1, size=64)
+    run_dir = data_root / "projects" / "demo" / "runs" / "20260101-000000-abcdef"
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text(json.dumps({"state": "stopped", "updated": time.time(), "epoch": 12,
+                                                     "total_epochs": 40, "elapsed_s": 90.0, "budget_s": 300.0}))
+    app = open_page("3_Train.py", project="demo")
+    assert not app.exception, app.exception
+    assert app.dataframe[0].value["epoch"].tolist() == ["12 / about 40"]
 
 
 def test_training_without_scribbles_says_so(data_root):

@@ -14,7 +14,7 @@ from dashboard.state import (
     show_input_errors,
     user,
 )
-from dashboard.training import format_seconds, stop_job
+from dashboard.training import epoch_count, format_seconds, stop_job
 from impartial.config import TASK_PRESETS
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES
@@ -79,13 +79,13 @@ waiting = [job for job in job_manager().jobs() if job.state not in FINAL_STATES]
 if not waiting:
     st.caption("No jobs running or queued.")
 for job in waiting:
-    epoch, total = job.progress.get("epoch", 0), job.progress.get("total_epochs", "?")
     if job.state == "queued":
         where = f"queue position {job.queue_position}"
     elif job.progress.get("kind") == "waiting":
         where = job.progress["message"]
     else:
-        where = f"epoch {epoch}/{total}, remaining {format_seconds(job.progress.get('remaining_s'))}"
+        remaining = format_seconds(job.progress.get("remaining_s"))
+        where = f"epoch {epoch_count(job.progress)}, remaining {remaining}"
     line, button = st.columns([5, 1])
     line.write(f"**{job.label}** — {job.state}, {where} (by {job.owner})")
     if user() in (None, job.owner):

@@ -10,6 +10,7 @@ from dashboard.trainform import settings_form
 from dashboard.training import (
     RESUMABLE,
     active_job,
+    epoch_count,
     format_seconds,
     live_panel,
     refresh_seconds,
@@ -57,7 +58,7 @@ def runs_table() -> None:
         st.caption("Runs appear here once training starts.")
         return
     st.dataframe(pd.DataFrame([{"run": info.id, "state": info.status.get("state"),
-                                "epoch": f"{info.status.get('epoch', 0)}/{info.status.get('total_epochs', '?')}",
+                                "epoch": epoch_count(info.status),
                                 "elapsed": format_seconds(info.status.get("elapsed_s")),
                                 "message": info.status.get("message", "")} for info in runs]), hide_index=True)
 
