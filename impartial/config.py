@@ -72,7 +72,7 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, sampling and stopping. Names follow the original's flags."""
 
-    epochs: int = 100
+    epochs: int = 100  # the run's length when max_minutes is 0
     patch: int = 128
     patches_per_epoch: int = 4096
     batch: int = 64
@@ -90,8 +90,8 @@ class TrainConfig:
     val_fraction: float = 0.4  # side of the validation box relative to the image side
     val_patches: int = 64
     nsaves: int = 5  # checkpoint-ensemble cycles
-    patience: int = 10  # epochs without validation improvement before a cycle ends
-    max_minutes: float = 0.0  # time budget for the whole run; 0 = none
+    patience: int = 10  # epochs without validation improvement before a cycle ends (with a budget: not the last)
+    max_minutes: float = 0.0  # time budget: the run trains this long and epochs is ignored; 0 = none
     preview_every: int = 5  # epochs between preview predictions; 0 = never
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when present), "cuda", "cuda:N" or "cpu"
