@@ -15,6 +15,21 @@ DOWNLOADS = {"npz": ("Prediction (npz)", "application/octet-stream"), "csv": ("C
              "tiff": ("Labels (TIFF)", "image/tiff"), "roi": ("ImageJ ROIs (zip)", "application/zip")}
 MAX_COMPARED = 3
 
+
+def threshold_note(run: Run, has_cores: bool) -> str:
+    """Where the sliders start: the thresholds the run chose after training (thresholds.json), and how."""
+    chosen = run.thresholds
+    if "threshold" not in chosen:
+        return "This run has no validated thresholds yet (they are chosen when training ends): the sliders start " \
+               "at the configured ones."
+    note = f"The run chose cell probability {chosen['threshold']:.2f} on held-out strokes (it separates the cell " \
+           "and background strokes best)"
+    if has_cores and "core_threshold" in chosen:
+        note += f" and seed threshold {chosen['core_threshold']:.2f}, also chosen on held-out strokes: each stroke " \
+                "in one cell, no cell with two strokes"
+    return note + "."
+
+
 project = require_project()
 st.title(f"Results · {project.name}")
 finished = {info.id: info for info in runs_with_checkpoints(project)}
@@ -32,12 +47,22 @@ compared = choose_compare.multiselect("Compare with runs", [key for key in finis
                                       max_selections=MAX_COMPARED, format_func=lambda key: run_label(finished[key]))
 run = Run.load(finished[run_id].dir)
 
-threshold_col, opacity_col = st.columns(2)
-threshold = threshold_col.slider("Cell probability threshold", 0.05, 0.95, round(run.instance_config().threshold, 2),
-                                 step=0.01, key=f"threshold-{run_id}", help="Starts at the run's validated threshold")
-opacity = opacity_col.slider("Outline opacity", 0.0, 1.0, 0.9, step=0.05)
-found = images.segmentation(run, project, name, threshold)
-prediction = found.prediction
+chosen = run.instance_config()
+prediction = images.prediction(run, project, name)  # cached: moving a slider reruns only the instance step
+has_cores = prediction.core is not None
+slider_cols = st.columns(3 if has_cores else 2)
+threshold = slider_cols[0].slider("Cell probability threshold", 0.05, 0.95, round(chosen.threshold, 2), step=0.01,
+                                  key=f"threshold-{run_id}", help="Starts at the run's validated threshold")
+core_threshold = None
+if has_cores:
+    core_threshold = slider_cols[1].slider(
+        "Seed (cell core) threshold", 0.05, 0.95, round(chosen.core_threshold, 2), step=0.01,
+        key=f"core-threshold-{run_id}", help="Each connected piece of cell core above it seeds one cell: lower "
+                                             "merges touching cells, higher splits them or misses faint ones. "
+                                             "Starts at the run's validated threshold")
+opacity = slider_cols[-1].slider("Outline opacity", 0.0, 1.0, 0.9, step=0.05)
+st.caption(threshold_note(run, has_cores))
+found = images.segmentation(run, project, name, threshold, core_threshold)
 composite = images.project_composite(project, name)
 
 picture, uncertainty = st.columns(2)
@@ -50,6 +75,10 @@ for class_name, probability in prediction.class_probabilities().items():
     left, right = st.columns(2)
     left.plotly_chart(heatmap(probability, f"Probability: {class_name}", zmax=1.0), theme=None)
     right.plotly_chart(heatmap(variances[class_name], f"Variance: {class_name}", colorscale="Magma"), theme=None)
+if has_cores:
+    left, right = st.columns(2)
+    left.plotly_chart(heatmap(prediction.core, "Cell cores", zmax=1.0), theme=None)
+    right.plotly_chart(heatmap(prediction.core_variance, "Variance: cell cores", colorscale="Magma"), theme=None)
 
 labels = project.load_labels(name)
 if labels is not None:
@@ -57,7 +86,7 @@ if labels is not None:
     st.dataframe(pd.DataFrame([evaluate(labels, found.cells)]), hide_index=True)
 
 st.subheader("Downloads")
-files = images.exports(run, project, name, threshold)
+files = images.exports(run, project, name, threshold, core_threshold)
 buttons = st.columns(len(DOWNLOADS) + 1)
 for column, (kind, (label, mime)) in zip(buttons[:-1], DOWNLOADS.items(), strict=True):
     file_name, data = files[kind]
