@@ -26,6 +26,7 @@ FIELDS = [
     ("Background weight (wback)", "train.wback", "%.3f"),
     ("Reconstruction weight (wrec)", "train.wrec", "%.3f"),
     ("Smoothness weight (wreg)", "train.wreg", "%.3f"),
+    ("Cell-core weight (wsep)", "train.wsep", "%.3f"),
     ("Kept pixel ratio (ratio)", "train.ratio", "%.3f"),
     ("Ensemble cycles (nsaves)", "train.nsaves", None),
     ("MC-dropout passes (mcdrop)", "predict.mcdrop", None),
@@ -38,7 +39,18 @@ HELP = {
     "train.max_minutes": "The run trains for the whole budget and Epochs is ignored: the ensemble cycles share the "
                          "time, and a cycle that stops improving leaves its time to the later ones. "
                          "0: no budget, the run trains for Epochs and early stopping may end it sooner.",
+    "train.wsep": "Weight of the cell-core loss that teaches touching cells apart; used only when the run "
+                  "learns to separate touching cells.",
 }
+# (label, config field, help): on/off settings, drawn as checkboxes under the numbers
+SWITCHES = [
+    ("Start from the pretrained cell prior", "train.prior",
+     "Start from weights pretrained on synthetic tissue (shipped with ImPartial) when some fit this network and it "
+     "has the cell-core output; otherwise, or off, from random weights."),
+    ("Learn to separate touching cells (cell-core output)", "separation",
+     "One more output, each cell's core, seeds one cell per core so touching cells come apart; off: the method's "
+     "outputs only."),
+]
 
 
 @dataclass
@@ -51,8 +63,9 @@ class TrainRequest:
 
 
 def _value(config: RunConfig, field: str):
-    section, name = field.split(".")
-    return getattr(getattr(config, section), name)
+    """A ``section.name`` or top-level setting of ``config``."""
+    section, _, name = field.rpartition(".")
+    return getattr(getattr(config, section) if section else config, name)
 
 
 def base_config(project: Project, preset: str) -> RunConfig:
@@ -83,6 +96,8 @@ def settings_form(project: Project, finished: list[RunInfo]) -> TrainRequest | N
             values[field] = columns[index % 2].number_input(label, value=current, format=number_format,
                                                             step=None if number_format else 1,
                                                             key=f"{field}-{preset}", help=HELP.get(field))
+        for label, field, help_text in SWITCHES:
+            values[field] = st.checkbox(label, value=_value(base, field), key=f"{field}-{preset}", help=help_text)
         values["train.precision"] = st.selectbox(
             "Precision", PRECISIONS, index=PRECISIONS.index(base.train.precision), key=f"precision-{preset}",
             help="auto: bfloat16 where the CPU or GPU computes it natively (about 1.5x faster on such CPUs), "
@@ -97,8 +112,9 @@ def settings_form(project: Project, finished: list[RunInfo]) -> TrainRequest | N
             return None
     try:
         config = apply_overrides(copy.deepcopy(base), values)
-        if start_from is not None:  # fine-tuning keeps the earlier network's shape
-            config.model = copy.deepcopy(Run.load(start_from.dir).config.model)
+        if start_from is not None:  # fine-tuning keeps the earlier network's shape, its outputs included
+            earlier = Run.load(start_from.dir).config
+            config.model, config.separation = copy.deepcopy(earlier.model), earlier.separation
         config.validate()
         project.save_settings(config)
     except InputError as error:

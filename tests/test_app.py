@@ -1,6 +1,7 @@
 """Dashboard logic without a browser: numpy helpers against hand-computed values, pages through AppTest."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from streamlit.testing.v1 import AppTest
 
 from dashboard.annotate import (
@@ -22,8 +24,11 @@ from dashboard.annotate import (
 )
 from dashboard.render import composite, hex_to_rgb
 from dashboard.training import epoch_count, progress_fraction
-from impartial.config import tissuenet_tasks, whole_cell_tasks
-from impartial.project import create_demo_project
+from factories import tiny_config
+from impartial.config import RunConfig, tissuenet_tasks, whole_cell_tasks
+from impartial.project import create_demo_project, open_project
+from impartial.runs import Run
+from impartial.train import Trainer
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT_S = 60  # the first run imports torch and builds the demo
@@ -221,3 +226,143 @@ def test_with_logins_each_user_gets_their_own_demo(data_root, monkeypatch):
     assert app.session_state["project"] == "demo_alice_lab.org"
     meta = json.loads((data_root / "projects" / "demo_alice_lab.org" / "project.json").read_text())
     assert meta["owner"] == "alice@lab.org"
+
+
+# --- pages with trained runs --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """A demo project with two tiny trained runs: one with the cell-core output, one without. Returns
+    (data root, run id with cores, run id without)."""
+    root = tmp_path_factory.mktemp("trained")
+    project = create_demo_project(root, n_images=2, size=96)
+    ids = []
+    for separation, overrides in ((True, {"train.epochs": 20, "train.lr": 0.01}), (False, {})):
+        config = project.config_defaults()
+        tiny = tiny_config(**overrides)
+        config.model, config.train, config.predict = tiny.model, tiny.train, tiny.predict
+        config.train.prior, config.separation = False, separation  # no shipped weights: the test is self-contained
+        ids.append(Trainer(config, project.training_set(config), project.new_run_dir()).run().dir.name)
+    return root, *ids
+
+
+@pytest.fixture
+def trained_root(trained_runs, monkeypatch):
+    """The trained demo project's data root as the app's, access control off."""
+    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("IMPARTIAL_DATA", str(trained_runs[0]))
+    return trained_runs
+
+
+def chart_titles(app: AppTest) -> list[str]:
+    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
+
+
+def results_for(run_id: str) -> AppTest:
+    """The Results page showing ``run_id`` (on the first image)."""
+    app = open_page("4_Results.py", project="demo")
+    app.selectbox[0].set_value(run_id).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def cells_shown(app: AppTest) -> int:
+    """The cell count in the caption of the outlined image."""
+    caption = app.image[0].captions[0]
+    return int(re.search(r": (\d+) cells found", caption).group(1))
+
+
+def exported_cells(root: Path, run_id: str) -> int:
+    """Cells in the label TIFF the Results page last exported for the first image."""
+    (labels,) = (root / "projects" / "demo" / "predictions" / run_id).glob("tissue_1_labels.tif")
+    return int(tifffile.imread(labels).max())
+
+
+def test_results_show_cell_cores_and_a_seed_slider_that_the_cells_follow(trained_root):
+    root, run_id, _ = trained_root
+    run = Run.load(root / "projects" / "demo" / "runs" / run_id)
+    app = results_for(run_id)
+    assert {"Cell cores", "Variance: cell cores", "Probability: cell", "Variance: cell"} <= set(chart_titles(app))
+    seed = app.slider(key=f"core-threshold-{run_id}")
+    assert seed.label == "Seed (cell core) threshold"
+    assert seed.value == pytest.approx(round(run.thresholds["core_threshold"], 2))
+    assert app.slider(key=f"threshold-{run_id}").value == pytest.approx(round(run.thresholds["threshold"], 2))
+    assert any(f"seed threshold {run.thresholds['core_threshold']:.2f}" in text and
+               "each stroke in one cell" in text for text in texts(app, "caption"))
+
+    counts = {}
+    for value in (0.05, 0.95):
+        app.slider(key=f"core-threshold-{run_id}").set_value(value).run()
+        assert not app.exception, app.exception
+        counts[value] = cells_shown(app)
+        assert exported_cells(root, run_id) == counts[value]  # the downloads follow the slider too
+    # more seeds above a high threshold: touching cells come apart (a 20-epoch run finds several cores)
+    assert counts[0.95] > counts[0.05]
+
+
+def test_results_of_a_run_without_cell_cores_have_no_seed_slider(trained_root):
+    root, _, run_id = trained_root
+    app = results_for(run_id)
+    assert [slider.label for slider in app.slider] == ["Cell probability threshold", "Outline opacity"]
+    assert not {"Cell cores", "Variance: cell cores"} & set(chart_titles(app))
+    assert "Variance: cell" in chart_titles(app)
+    assert not any("seed threshold" in text for text in texts(app, "caption"))
+
+
+SHORT_RUN = (("train.epochs", 1), ("train.patches_per_epoch", 8), ("train.batch", 8), ("train.nsaves", 1),
+             ("predict.mcdrop", 1), ("train.preview_every", 0))
+
+
+def short_run_form(app: AppTest) -> AppTest:
+    """Fill the Train form (quick preset) for a run of seconds."""
+    for field, value in SHORT_RUN:
+        app.number_input(key=f"{field}-quick").set_value(value)
+    return app
+
+
+def started_run(app: AppTest, runs: Path, before: set[str] = frozenset()) -> Path:
+    """Press Start training; returns the new run's folder once it saved a checkpoint (its config is on disk)."""
+    next(button for button in app.button if button.label == "Start training").click().run()
+    assert not app.exception, app.exception
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline and not {path.parts[-3] for path in runs.glob("*/checkpoints/*.pt")} - before:
+        time.sleep(0.2)
+    (run_dir,) = [path for path in runs.iterdir() if path.name not in before]
+    return run_dir
+
+
+def wait_for_the_run_to_end(run_dir: Path) -> None:
+    """Let the background training finish, so it does not run on beside later tests."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline and Run.load(run_dir).status.get("state") not in ("done", "failed", "stopped"):
+        time.sleep(0.2)
+    assert Run.load(run_dir).status.get("state") == "done"
+
+
+def test_the_train_form_settings_reach_the_saved_run_config(data_root):
+    create_demo_project(data_root, n_images=1, size=128)
+    app = short_run_form(open_page("3_Train.py", project="demo"))
+    app.number_input(key="train.wsep-quick").set_value(0.2)
+    assert app.checkbox(key="train.prior-quick").label == "Start from the pretrained cell prior"
+    assert app.checkbox(key="separation-quick").label == "Learn to separate touching cells (cell-core output)"
+    app.checkbox(key="train.prior-quick").uncheck()
+    app.checkbox(key="separation-quick").uncheck()
+    run_dir = started_run(app, data_root / "projects" / "demo" / "runs")
+    saved = RunConfig.load(run_dir / "config.json")
+    assert (saved.train.prior, saved.separation, saved.train.wsep, saved.train.epochs) == (False, False, 0.2, 1)
+    assert open_project(data_root, "demo").config_defaults().train.wsep == 0.2  # remembered for the next visit
+    wait_for_the_run_to_end(run_dir)
+
+
+def test_fine_tuning_keeps_the_earlier_runs_outputs(trained_root):
+    root, _, without_cores = trained_root
+    runs = root / "projects" / "demo" / "runs"
+    before = {path.name for path in runs.iterdir()}
+    app = short_run_form(open_page("3_Train.py", project="demo"))
+    assert app.checkbox(key="separation-quick").value  # the form asks for cores; the earlier network has none
+    next(box for box in app.selectbox if box.label == "Start from").set_value(without_cores)
+    run_dir = started_run(app, runs, before)
+    wait_for_the_run_to_end(run_dir)
+    saved, earlier = Run.load(run_dir).config, Run.load(runs / without_cores).config
+    assert (saved.separation, saved.model) == (False, earlier.model)
