@@ -82,16 +82,20 @@ class TrainConfig:
     wback: float = 0.45
     wrec: float = 0.1
     wreg: float = 0.0
+    wsep: float = 0.45  # weight of the cell-core loss that teaches touching cells apart (RunConfig.separation)
+    core_margin: int = 2  # px: background strokes mark pixels this close to them as "not a cell core"
     ratio: float = 0.95  # fraction of pixels per channel kept; 1 - ratio are blind spots
     blind_radius: int = 5  # neighbour offsets in [-radius, radius - 1], as the method's 10x10 window
     rec_loss: str = "gaussian"  # "gaussian" (the method's) or "mixture" (true mixture likelihood)
     scribble_fraction: float = 0.6  # share of patch centres drawn on scribbled pixels
     jitter: int = 32
+    intensity_jitter: float = 0.0  # training patches' channels scaled by exp(U(-j, j)): robustness to stain levels
     val_fraction: float = 0.4  # side of the validation box relative to the image side
     val_patches: int = 64
     nsaves: int = 5  # checkpoint-ensemble cycles
     patience: int = 10  # epochs without validation improvement before a cycle ends (with a budget: not the last)
     max_minutes: float = 0.0  # time budget: the run trains this long and epochs is ignored; 0 = none
+    prior: bool = True  # start from the weights pretrained on synthetic tissue when they fit (impartial.prior)
     preview_every: int = 5  # epochs between preview predictions; 0 = never
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when present), "cuda", "cuda:N" or "cpu"
@@ -109,6 +113,7 @@ class PredictConfig:
     tile: int = 512
     overlap: int = 64
     batch: int = 4  # dropout passes of one tile run through the network at once (bounds the memory)
+    flips: bool = True  # the passes see the tile mirrored in turn (test-time augmentation at no extra cost)
 
 
 @dataclass
@@ -118,6 +123,7 @@ class InstanceConfig:
     method: str = "watershed"  # "watershed" (nucleus-seeded) or "threshold" (the method's own step)
     threshold: float = 0.5  # probability threshold; replaced by the validated one after training
     nucleus_threshold: float = 0.5
+    core_threshold: float = 0.5  # seeds are the components of core probability above it (runs with separation)
     membrane_channel: int | None = 0  # landscape for the watershed; None = use 1 - cell probability
     nuclear_channel: int | None = 1  # seeds when no nucleus class is predicted; None = distance peaks
     min_size: int = 5
@@ -135,14 +141,23 @@ class RunConfig:
     predict: PredictConfig = field(default_factory=PredictConfig)
     instances: InstanceConfig = field(default_factory=InstanceConfig)
     preset: str = "full"
+    # One more output, the cell-core probability (a cell's interior away from its border): it tells touching
+    # cells apart and seeds the watershed. Learned from the scribbles (see impartial.separation).
+    separation: bool = True
 
     @property
     def n_channels(self) -> int:
         return len(self.channels)
 
     @property
-    def n_outputs(self) -> int:
+    def n_task_outputs(self) -> int:
+        """Output channels of the tasks (logits and mean maps), before the separation output."""
         return sum(task.n_outputs for task in self.tasks)
+
+    @property
+    def n_outputs(self) -> int:
+        """Network output channels: the tasks', then one cell-core logit when ``separation`` is on."""
+        return self.n_task_outputs + int(self.separation)
 
     @property
     def n_scribble_channels(self) -> int:
@@ -234,7 +249,8 @@ def _problems(config: RunConfig):
         (train.batch >= 1, "train.batch must be at least 1"),
         (train.patches_per_epoch >= train.batch, "train.patches_per_epoch must be at least train.batch"),
         (train.lr > 0, "train.lr must be positive"),
-        (min(train.wfore, train.wback, train.wrec, train.wreg) >= 0, "loss weights must be non-negative"),
+        (min(train.wfore, train.wback, train.wrec, train.wreg, train.wsep) >= 0, "loss weights must be non-negative"),
+        (train.core_margin >= 0, "train.core_margin must be non-negative"),
         (0.0 < train.ratio < 1.0, "train.ratio must be in (0, 1)"),
         (train.blind_radius >= 1, "train.blind_radius must be at least 1"),
         (train.patch > 2 * train.blind_radius, "train.patch must be larger than 2 * train.blind_radius"),
@@ -254,6 +270,7 @@ def _problems(config: RunConfig):
         (0 <= predict.overlap < predict.tile // 2, "predict.overlap must be in [0, tile / 2)"),
         (config.instances.method in ("watershed", "threshold"), "instances.method must be 'watershed' or 'threshold'"),
         (0.0 < config.instances.threshold < 1.0, "instances.threshold must be in (0, 1)"),
+        (0.0 < config.instances.core_threshold < 1.0, "instances.core_threshold must be in (0, 1)"),
     ]
     yield from (message for ok, message in checks if not ok)
 

@@ -24,7 +24,8 @@ PREDICTION_STRING_KEYS = ("class_names", "task_names")
 
 def save_prediction_npz(path: str | Path, *, class_segmentation: np.ndarray, class_segmentation_variance: np.ndarray,
                         entropy: np.ndarray, instances: np.ndarray, nuclei: np.ndarray | None = None,
-                        class_names: list[str], task_names: list[str]) -> None:
+                        class_names: list[str], task_names: list[str], core_probability: np.ndarray | None = None,
+                        core_variance: np.ndarray | None = None) -> None:
     """Atomically save a prediction as npz (loadable with ``allow_pickle=False``).
 
     Args:
@@ -33,6 +34,7 @@ def save_prediction_npz(path: str | Path, *, class_segmentation: np.ndarray, cla
         entropy: (T, H, W) normalised entropy of each task.
         instances: (H, W) cell labels; nuclei: (H, W) nucleus labels or None (then not stored).
         class_names: K names; task_names: T names (stored as unicode arrays).
+        core_probability, core_variance: (H, W) cell-core probability and its variance, or None (not stored).
     """
     if len(class_names) != len(class_segmentation) or len(task_names) != len(entropy):
         raise ValueError(f"{len(class_names)} class names for {len(class_segmentation)} maps, "
@@ -45,8 +47,9 @@ def save_prediction_npz(path: str | Path, *, class_segmentation: np.ndarray, cla
         "class_names": np.array(class_names, dtype=str),
         "task_names": np.array(task_names, dtype=str),
     }
-    if nuclei is not None:
-        arrays["nuclei"] = np.asarray(nuclei, np.int32)
+    optional = {"nuclei": (nuclei, np.int32), "core_probability": (core_probability, np.float32),
+                "core_variance": (core_variance, np.float32)}
+    arrays.update({key: np.asarray(value, dtype) for key, (value, dtype) in optional.items() if value is not None})
     write_npz(path, **arrays)
 
 

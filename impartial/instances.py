@@ -4,9 +4,10 @@ Two methods, chosen by ``InstanceConfig.method``:
 
 - ``threshold``: the method's own step. Threshold the cell probability, take connected components, drop objects
   below ``min_size`` pixels, grow the labels by ``grow`` pixels. Touching cells without a visible gap merge.
-- ``watershed`` (default): the same foreground, split by a seeded watershed. Seeds are predicted nuclei when the run
-  has a nucleus class, else blobs of the nuclear channel, else peaks of the distance to the background. Every
-  foreground region without a seed still becomes a cell, so nothing the network found is lost.
+- ``watershed`` (default): the same foreground, split by a seeded watershed. Seeds are the predicted cell cores when
+  the run has them (see impartial.separation), else predicted nuclei when the run has a nucleus class, else blobs
+  of the nuclear channel, else peaks of the distance to the background. Every foreground region without a seed
+  still becomes a cell, so nothing the network found is lost.
 
 All label images are (H, W) int32 with 0 = background and ids 1..n.
 """
@@ -37,8 +38,8 @@ DEFAULT_CANDIDATES = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
 def instances_from_probabilities(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
-                                 config: InstanceConfig, window: int = WINDOW,
-                                 margin: int = WINDOW_MARGIN) -> tuple[np.ndarray, np.ndarray | None]:
+                                 config: InstanceConfig, window: int = WINDOW, margin: int = WINDOW_MARGIN,
+                                 core_prob: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Cells and nuclei with the method in ``config.method`` ('watershed' or 'threshold').
 
     An image larger than one ``window`` plus its margins is processed window by window (see
@@ -51,21 +52,23 @@ def instances_from_probabilities(cell_prob: np.ndarray, nucleus_prob: np.ndarray
         config: thresholds, channels, ``min_size`` and ``grow``.
         window: side of the windows a large image is cut into.
         margin: context (pixels) each window sees around itself; more than a cell's diameter.
+        core_prob: (H, W) float cell-core probability (the watershed's seeds and relief), or None.
 
     Returns:
         cells (H, W) int32, and nuclei (H, W) int32 labelled with the id of their cell (None when unknown).
     """
     _check_map(cell_prob, "cell probability")
-    _check_inputs(cell_prob.shape, nucleus_prob, image, config)
+    _check_inputs(cell_prob.shape, nucleus_prob, image, config, core_prob)
     if max(cell_prob.shape) > window + 2 * margin:
-        return _instances_by_window(cell_prob, nucleus_prob, image, config, window, margin)
-    return _instances_in_one_piece(cell_prob, nucleus_prob, image, config)
+        return _instances_by_window(cell_prob, nucleus_prob, image, config, window, margin, core_prob)
+    return _instances_in_one_piece(cell_prob, nucleus_prob, image, config, core_prob)
 
 
 def _instances_in_one_piece(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
-                            config: InstanceConfig) -> tuple[np.ndarray, np.ndarray | None]:
+                            config: InstanceConfig,
+                            core_prob: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     if config.method == "watershed":
-        return watershed_instances(cell_prob, nucleus_prob, image, config)
+        return watershed_instances(cell_prob, nucleus_prob, image, config, core_prob)
     if config.method == "threshold":
         cells = threshold_instances(cell_prob, config.threshold, config.min_size, config.grow)
         nuclei = None if nucleus_prob is None else _nuclei_in_cells(nucleus_prob > config.nucleus_threshold, cells)
@@ -74,7 +77,8 @@ def _instances_in_one_piece(cell_prob: np.ndarray, nucleus_prob: np.ndarray | No
 
 
 def _instances_by_window(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
-                         config: InstanceConfig, window: int, margin: int) -> tuple[np.ndarray, np.ndarray | None]:
+                         config: InstanceConfig, window: int, margin: int,
+                         core_prob: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The instance step window by window, each seeing ``margin`` pixels of context around it.
 
     A window keeps the objects whose first pixel (in raster order) lies inside it, so each cell is taken
@@ -92,7 +96,8 @@ def _instances_by_window(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None,
                      slice(max(left - margin, 0), min(left + window + margin, width)))
             piece_cells, piece_nuclei = _instances_in_one_piece(
                 cell_prob[outer], None if nucleus_prob is None else nucleus_prob[outer],
-                None if image is None else image[(slice(None), *outer)], config)
+                None if image is None else image[(slice(None), *outer)], config,
+                None if core_prob is None else core_prob[outer])
             owned = _owned_ids(piece_cells, top - outer[0].start, left - outer[1].start, window)
             new_ids = np.zeros(int(piece_cells.max()) + 1, np.int32)
             new_ids[owned] = np.arange(n_cells + 1, n_cells + 1 + len(owned), dtype=np.int32)
@@ -130,7 +135,8 @@ def threshold_instances(cell_prob: np.ndarray, threshold: float, min_size: int =
 
 
 def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
-                        config: InstanceConfig) -> tuple[np.ndarray, np.ndarray | None]:
+                        config: InstanceConfig,
+                        core_prob: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Seeded watershed of the cell foreground; separates touching cells that share no gap.
 
     Args:
@@ -140,24 +146,43 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
         image: (C, H, W) normalised image or None: ``config.nuclear_channel`` gives seeds when there is no nucleus
             probability, ``config.membrane_channel`` raises the landscape along membranes.
         config: thresholds, channels, ``min_size`` and ``grow``.
+        core_prob: (H, W) float cell-core probability or None. When given, its components above
+            ``config.core_threshold`` inside the foreground are the seeds and the watershed floods ``1 - core_prob``:
+            the cores of touching cells are apart even where the cells share no gap.
 
     Returns:
-        cells (H, W) int32; nuclei (H, W) int32 = the seeds inside each cell, labelled with the cell's id,
-        or None when the seeds were distance peaks rather than nuclei.
+        cells (H, W) int32; nuclei (H, W) int32 = the nucleus pixels inside each cell, labelled with the cell's id,
+        or None when no nuclei are known (seeds from cores without a nucleus class, or from distance peaks).
     """
     _check_map(cell_prob, "cell probability")
-    _check_inputs(cell_prob.shape, nucleus_prob, image, config)
+    _check_inputs(cell_prob.shape, nucleus_prob, image, config, core_prob)
     foreground = cell_prob > config.threshold
+    if core_prob is not None:
+        return _core_seeded_instances(foreground, core_prob, nucleus_prob, config)
     seeds, seeds_are_nuclei = _seeds(foreground, nucleus_prob, image, config)
     if nucleus_prob is not None:
         foreground |= seeds > 0
     flooded = watershed(_landscape(cell_prob, image, config.membrane_channel), markers=seeds, mask=foreground)
-    # Foreground regions that hold no seed are left at 0 by the watershed: each becomes a cell of its own.
-    unseeded = label(foreground & (flooded == 0), connectivity=1)
-    cells = np.where(unseeded > 0, unseeded + flooded.max(), flooded)
-    cells = _finish_labels(cells, config.min_size, config.grow)
+    cells = _finish_labels(_with_unseeded_regions(flooded, foreground), config.min_size, config.grow)
     nuclei = _nuclei_in_cells(seeds > 0, cells) if seeds_are_nuclei else None
     return cells, nuclei
+
+
+def _core_seeded_instances(foreground: np.ndarray, core_prob: np.ndarray, nucleus_prob: np.ndarray | None,
+                           config: InstanceConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """Cells grown from the cell cores over ``1 - core_prob`` within the foreground (see watershed_instances)."""
+    seeds = _finish_labels(label(foreground & (core_prob > config.core_threshold), connectivity=1),
+                           config.min_size, grow=0)
+    flooded = watershed(1.0 - core_prob.astype(np.float32), markers=seeds, mask=foreground)
+    cells = _finish_labels(_with_unseeded_regions(flooded, foreground), config.min_size, config.grow)
+    nuclei = None if nucleus_prob is None else _nuclei_in_cells(nucleus_prob > config.nucleus_threshold, cells)
+    return cells, nuclei
+
+
+def _with_unseeded_regions(flooded: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """Foreground regions that hold no seed are left at 0 by the watershed: each becomes a cell of its own."""
+    unseeded = label(foreground & (flooded == 0), connectivity=1)
+    return np.where(unseeded > 0, unseeded + flooded.max(), flooded)
 
 
 def combine_class_probabilities(class_probs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -284,9 +309,10 @@ def _check_map(probability: np.ndarray, name: str) -> None:
 
 
 def _check_inputs(shape: tuple[int, ...], nucleus_prob: np.ndarray | None, image: np.ndarray | None,
-                  config: InstanceConfig) -> None:
-    if nucleus_prob is not None and nucleus_prob.shape != shape:
-        raise InputError(f"nucleus probability {nucleus_prob.shape} and cell probability {shape} differ in shape")
+                  config: InstanceConfig, core_prob: np.ndarray | None = None) -> None:
+    for name, other in (("nucleus", nucleus_prob), ("core", core_prob)):
+        if other is not None and other.shape != shape:
+            raise InputError(f"{name} probability {other.shape} and cell probability {shape} differ in shape")
     if image is None:
         return
     if image.ndim != 3 or image.shape[1:] != shape:

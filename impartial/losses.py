@@ -2,7 +2,8 @@
 
 The network's outputs hold, for each task in order, ``[K component logits | for each r in R: K mean maps]``
 (``K = sum(task.ncomponents)``, ``R = task.rec_channels``). Component probabilities ``pi`` are the softmax of
-the logits; a class's probability is the sum of its components' (background components last).
+the logits; a class's probability is the sum of its components' (background components last). A run with
+``separation`` has one more output after the tasks': the logit of the cell-core probability.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ class TaskOutput:
 
 
 def split_outputs(output: torch.Tensor, tasks: list[TaskConfig]) -> list[TaskOutput]:
-    """Split (B, n_outputs, H, W) network output into one :class:`TaskOutput` per task (views, no copies)."""
+    """Split the tasks' (B, n_task_outputs, H, W) output into one :class:`TaskOutput` per task (views, no copies).
+
+    Channels after the tasks' (the separation output) are left out.
+    """
     expected = sum(task.n_outputs for task in tasks)
-    if output.shape[1] != expected:
+    if output.shape[1] < expected:
         raise ValueError(f"output has {output.shape[1]} channels, the tasks need {expected}")
-    parts = torch.split(output, [task.n_outputs for task in tasks], dim=1)
+    parts = torch.split(output[:, :expected], [task.n_outputs for task in tasks], dim=1)
     outputs = []
     for task, part in zip(tasks, parts, strict=True):
         k = task.n_components
@@ -116,6 +120,27 @@ def reconstruction_loss(component_probs: torch.Tensor, means: torch.Tensor, targ
     return per_channel.mean()
 
 
+def separation_loss(core_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Balanced binary cross-entropy of the cell-core output on the pixels the scribbles decide.
+
+    ``(mean over core pixels of -log sigmoid(z) + mean over not-core pixels of -log(1 - sigmoid(z))) / 2``,
+    pixels pooled over the batch; a side with no pixels in the batch is left out of the average (0 when both are).
+
+    Args:
+        core_logits: (B, H, W) logits z of the cell-core probability.
+        targets: (B, 2, H, W) float 0/1: cell-core pixels, then not-core pixels (see impartial.separation).
+    """
+    sides = []
+    for target, sign in ((targets[:, 0], -1.0), (targets[:, 1], 1.0)):
+        # -log sigmoid(z) = softplus(-z) and -log(1 - sigmoid(z)) = softplus(z), stable for any z
+        count = target.sum()
+        if count > 0:
+            sides.append((torch.nn.functional.softplus(sign * core_logits) * target).sum() / count)
+    if not sides:
+        return core_logits.new_zeros(())
+    return torch.stack(sides).mean()
+
+
 def smoothness_loss(component_probs: torch.Tensor) -> torch.Tensor:
     """Total variation of (B, K, H, W) probabilities: half the sum of mean |vertical| and |horizontal| steps."""
     vertical = (component_probs[:, :, 1:] - component_probs[:, :, :-1]).abs().mean()
@@ -131,20 +156,30 @@ def total_loss(output: torch.Tensor, x_clean: torch.Tensor, blind_mask: torch.Te
         output: (B, n_outputs, H, W) network output.
         x_clean: (B, C, H, W) the uncorrupted patch.
         blind_mask: (B, C, H, W) bool, True at blind spots.
-        scribbles: (B, S, H, W) float 0/1 in the method's layout (per task: classes, then background).
+        scribbles: (B, S, H, W) float 0/1 in the method's layout (per task: classes, then background), followed,
+            when ``config.separation`` is on, by the two cell-core target maps (core, not core).
         config: supplies the tasks, the weights and ``train.rec_loss``.
 
     Returns:
-        (total, parts) with parts ``fore``, ``back``, ``rec``, ``reg``, ``scribble`` (weighted fore + back)
-        and ``total``, all scalar tensors; only the returned ``total`` carries the gradient.
+        (total, parts) with parts ``fore``, ``back``, ``rec``, ``reg``, ``sep`` (0 without separation),
+        ``scribble`` (weighted fore + back) and ``total``, all scalar tensors; only the returned ``total``
+        carries the gradient.
     """
     weights = config.train
-    per_task = [_task_losses(task_output, task, x_clean, blind_mask, task_scribbles, weights.rec_loss)
-                for task_output, task, task_scribbles in zip(split_outputs(output, config.tasks), config.tasks,
-                                                             _split_scribbles(scribbles, config.tasks), strict=True)]
+    n_scribbles = sum(task.n_scribble_channels for task in config.tasks)
+    expected = n_scribbles + 2 * int(config.separation)
+    if scribbles.shape[1] != expected:
+        raise ValueError(f"scribbles have {scribbles.shape[1]} channels, expected {expected}")
+    task_scribbles = _split_scribbles(scribbles[:, :n_scribbles], config.tasks)
+    per_task = [_task_losses(task_output, task, x_clean, blind_mask, maps, weights.rec_loss)
+                for task_output, task, maps in zip(split_outputs(output, config.tasks), config.tasks,
+                                                   task_scribbles, strict=True)]
     parts = {name: torch.stack([losses[name] for losses in per_task]).mean() for name in per_task[0]}
+    parts["sep"] = (separation_loss(output[:, config.n_task_outputs], scribbles[:, n_scribbles:])
+                    if config.separation else output.new_zeros(()))
     parts["scribble"] = weights.wfore * parts["fore"] + weights.wback * parts["back"]
-    total = parts["scribble"] + weights.wrec * parts["rec"] + weights.wreg * parts["reg"]
+    total = (parts["scribble"] + weights.wrec * parts["rec"] + weights.wreg * parts["reg"]
+             + weights.wsep * parts["sep"])
     parts["total"] = total
     # The parts are for logging: detached, so turning them into floats neither warns nor keeps the graph.
     return total, {name: value.detach() for name, value in parts.items()}

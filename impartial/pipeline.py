@@ -38,7 +38,8 @@ def segment(run: Run, image: np.ndarray, instance_config: InstanceConfig | None 
 def segment_prediction(prediction: Prediction, image: np.ndarray, config: InstanceConfig) -> Segmentation:
     """Cells (and nuclei) from an existing prediction, e.g. again with another threshold."""
     cell_probability, nucleus_probability = combine_class_probabilities(prediction.class_probabilities())
-    cells, nuclei = instances_from_probabilities(cell_probability, nucleus_probability, image, config)
+    cells, nuclei = instances_from_probabilities(cell_probability, nucleus_probability, image, config,
+                                                 core_prob=prediction.core)
     return Segmentation(prediction, cells, nuclei)
 
 

@@ -21,6 +21,8 @@ from .losses import class_probabilities, split_outputs
 from .model import UNet, autocast, build_model, compute_dtype, enable_mc_dropout, pick_device
 from .runs import Run
 
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))  # none, left-right, up-down, both (C, H, W)
+
 
 @dataclass
 class TaskPrediction:
@@ -42,9 +44,17 @@ class TaskPrediction:
 
 @dataclass
 class Prediction:
-    """Predictions of every task of a run for one image."""
+    """Predictions of every task of a run for one image.
+
+    Attributes:
+        tasks: one :class:`TaskPrediction` per task.
+        core: (H, W) float32 mean cell-core probability (runs with ``separation``), else None.
+        core_variance: (H, W) float32 its variance over dropout passes, flips and checkpoints, else None.
+    """
 
     tasks: list[TaskPrediction]
+    core: np.ndarray | None = None
+    core_variance: np.ndarray | None = None
 
     def class_probabilities(self) -> dict[str, np.ndarray]:
         """Mean probability map (H, W) of every foreground class, by class name."""
@@ -61,14 +71,17 @@ class Prediction:
         return np.max(np.stack([task.entropy for task in self.tasks]), axis=0)
 
     def arrays(self) -> dict[str, np.ndarray | list[str]]:
-        """All tasks stacked, as export.save_prediction_npz expects."""
-        return {
+        """All tasks stacked (and the core maps when present), as export.save_prediction_npz expects."""
+        arrays = {
             "class_segmentation": np.concatenate([task.class_segmentation for task in self.tasks]),
             "class_segmentation_variance": np.concatenate([task.class_segmentation_variance for task in self.tasks]),
             "entropy": np.stack([task.entropy for task in self.tasks]),
             "class_names": [name for task in self.tasks for name in task.class_names],
             "task_names": [task.name for task in self.tasks],
         }
+        if self.core is not None:
+            arrays.update(core_probability=self.core, core_variance=self.core_variance)
+        return arrays
 
 
 def load_models(run: Run, device: torch.device) -> list[UNet]:
@@ -112,9 +125,10 @@ def predict_with_models(models: Sequence[UNet], config: RunConfig, image: np.nda
     grid_y = _tile_weights(out_h, tile_y, config.predict.overlap)
     grid_x = _tile_weights(out_w, tile_x, config.predict.overlap)
 
-    n_classes = [task.n_classes for task in config.tasks]
-    means = [np.zeros((n, out_h, out_w), np.float32) for n in n_classes]
-    variances = [np.zeros((n, out_h, out_w), np.float32) for n in n_classes]
+    # one map per foreground class of each task, then the cell core as a one-map "task" of its own
+    n_maps = [task.n_classes for task in config.tasks] + [1] * int(config.separation)
+    means = [np.zeros((n, out_h, out_w), np.float32) for n in n_maps]
+    variances = [np.zeros((n, out_h, out_w), np.float32) for n in n_maps]
     device = next(models[0].parameters()).device
     for model in models:
         if mc_dropout:
@@ -133,29 +147,41 @@ def predict_with_models(models: Sequence[UNet], config: RunConfig, image: np.nda
                     means[index][:, y0:y0 + tile_y, x0:x0 + tile_x] += weight * mean
                     variances[index][:, y0:y0 + tile_y, x0:x0 + tile_x] += weight * variance
 
-    tasks = []
-    for task, mean, variance in zip(config.tasks, means, variances, strict=True):
-        mean = np.ascontiguousarray(mean[:, :height, :width])
-        tasks.append(TaskPrediction(task.name, list(task.classes), mean,
-                                    np.ascontiguousarray(variance[:, :height, :width]), normalised_entropy(mean)))
-    return Prediction(tasks)
+    means = [np.ascontiguousarray(mean[:, :height, :width]) for mean in means]
+    variances = [np.ascontiguousarray(variance[:, :height, :width]) for variance in variances]
+    tasks = [TaskPrediction(task.name, list(task.classes), mean, variance, normalised_entropy(mean))
+             for task, mean, variance in zip(config.tasks, means, variances, strict=False)]
+    if not config.separation:
+        return Prediction(tasks)
+    return Prediction(tasks, core=means[-1][0], core_variance=variances[-1][0])
 
 
 def _tile_statistics(models: Sequence[UNet], config: RunConfig, tile: torch.Tensor, passes: int,
                      dtype: torch.dtype) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per task, mean and variance of the foreground class probabilities over all passes of all models
-    (convolutions in ``dtype``)."""
-    per_task: list[list[torch.Tensor]] = [[] for _ in config.tasks]
+    """Mean and variance over all passes of all models (convolutions in ``dtype``) of each task's foreground class
+    probabilities, then of the cell-core probability when the run has it.
+
+    With ``predict.flips``, pass ``i`` sees the tile flipped by ``FLIPS[i % 4]`` (and its output flipped back):
+    test-time flips at no extra cost, whose spread adds to the dropout variance.
+    """
+    per_task: list[list[torch.Tensor]] = [[] for _ in range(len(config.tasks) + int(config.separation))]
     # passes go through the network predict.batch at a time: that bounds the activations' memory
     chunks = [min(config.predict.batch, passes - start) for start in range(0, passes, config.predict.batch)]
+    done = 0
     for model in models:
         for chunk in chunks:
+            flips = [FLIPS[(done + offset) % len(FLIPS) if config.predict.flips else 0] for offset in range(chunk)]
+            batch = torch.stack([tile.flip(axes) if axes else tile for axes in flips])
             with autocast(tile.device, dtype):
-                output = model(tile.unsqueeze(0).expand(chunk, *tile.shape))
-            outputs = split_outputs(output.float(), config.tasks)
-            for index, (task, output) in enumerate(zip(config.tasks, outputs, strict=True)):
-                probs = class_probabilities(torch.softmax(output.logits, dim=1), task.ncomponents)
+                output = model(batch).float()
+            output = torch.stack([out.flip(axes) if axes else out for out, axes in zip(output, flips, strict=True)])
+            done += chunk
+            for index, (task, task_output) in enumerate(zip(config.tasks, split_outputs(output, config.tasks),
+                                                            strict=True)):
+                probs = class_probabilities(torch.softmax(task_output.logits, dim=1), task.ncomponents)
                 per_task[index].append(probs[:, :task.n_classes])
+            if config.separation:
+                per_task[-1].append(torch.sigmoid(output[:, config.n_task_outputs:config.n_task_outputs + 1]))
     statistics = []
     for samples in per_task:
         stacked = torch.cat(samples)  # (passes * models, n_classes, h, w)

@@ -32,7 +32,7 @@ HISTORY_FILE = "history.csv"
 THRESHOLDS_FILE = "thresholds.json"
 STATE_FILE = "state.pt"
 CHECKPOINT_DIR = "checkpoints"
-HISTORY_COLUMNS = ["epoch", "cycle", "elapsed_s", "scribble", "rec", "reg", "total", "val", "lr"]
+HISTORY_COLUMNS = ["epoch", "cycle", "elapsed_s", "scribble", "rec", "reg", "sep", "total", "val", "lr"]
 
 # A "running" run whose heartbeat is older than this is treated as dead even if its pid was reused.
 STALE_AFTER_S = 15 * 60

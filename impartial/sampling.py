@@ -86,11 +86,13 @@ class PatchSampler:
         jitter: largest shift (px) of a scribble centre, per axis (training only).
         region: ``"train"`` or ``"val"``.
         rng: numpy random source.
+        intensity: training patches have each channel multiplied by ``exp(u)``, u uniform in
+            ``[-intensity, intensity]``, so the model does not learn one image's exact stain levels.
     """
 
     def __init__(self, images: list[np.ndarray], scribbles: list[np.ndarray], val_masks: list[np.ndarray | None],
                  patch: int, scribble_fraction: float = 0.6, jitter: int = 32, region: str = "train",
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, intensity: float = 0.0) -> None:
         if region not in ("train", "val"):
             raise ValueError(f"region must be 'train' or 'val', got '{region}'")
         if not images or not len(images) == len(scribbles) == len(val_masks):
@@ -98,6 +100,7 @@ class PatchSampler:
         self.patch = patch
         self.scribble_fraction = scribble_fraction
         self.jitter = jitter
+        self.intensity = intensity
         self.training = region == "train"
         self.rng = rng if rng is not None else np.random.default_rng()
         self._has_validation = any(box is not None and bool(scribble[box].any())
@@ -209,6 +212,8 @@ class PatchSampler:
             x, s = np.rot90(x, turns, axes=(1, 2)), np.rot90(s, turns, axes=(1, 2))
             if self.rng.random() < 0.5:
                 x, s = x[..., ::-1], s[..., ::-1]
+            if self.intensity:
+                x = x * np.exp(self.rng.uniform(-self.intensity, self.intensity, (len(x), 1, 1))).astype(np.float32)
         return x, s
 
 

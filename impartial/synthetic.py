@@ -49,7 +49,8 @@ class SyntheticTissue:
 
 def make_tissue(height: int = 256, width: int = 256, seed: int = 0, cell_radius: tuple[float, float] = (7, 14),
                 density: float = 0.9, nuclei_only_fraction: float = 0.15, noise: float = 0.03,
-                illumination: float = 0.3, blur: float = 1.0, warp: float = 2.5) -> SyntheticTissue:
+                illumination: float = 0.3, blur: float = 1.0, warp: float = 2.5, rim_width: float = 1.2,
+                cytoplasm_fill: float = 0.3) -> SyntheticTissue:
     """Draw one synthetic tissue image, deterministic for ``seed``.
 
     Args:
@@ -62,6 +63,8 @@ def make_tissue(height: int = 256, width: int = 256, seed: int = 0, cell_radius:
         illumination: amplitude of the smooth gain field (0 = even illumination).
         blur: sigma in px of the optical blur.
         warp: amplitude in px of the smooth coordinate warp that makes shapes irregular.
+        rim_width: px over which the membrane marker decays inward from a cell's rim.
+        cytoplasm_fill: membrane-marker level of the cytoplasm relative to the rim (0 = rims only).
 
     Returns:
         A :class:`SyntheticTissue`.
@@ -89,7 +92,7 @@ def make_tissue(height: int = 256, width: int = 256, seed: int = 0, cell_radius:
     renumber[present] = np.arange(len(present))
     cells, nuclei, nucleus_out = renumber[cells], renumber[nuclei], renumber[nucleus_out]
     return SyntheticTissue(
-        image=_render(rng, cells, nuclei, noise, illumination, blur),
+        image=_render(rng, cells, nuclei, noise, illumination, blur, rim_width, cytoplasm_fill),
         cells=cells,
         nuclei=nuclei,
         cytoplasm=np.where(nuclei > 0, 0, cells).astype(np.int32),
@@ -221,15 +224,15 @@ def _nuclei(rng: np.random.Generator, cells: np.ndarray, nucleus_only: np.ndarra
 # --- rendering -----------------------------------------------------------------------------------
 
 def _render(rng: np.random.Generator, cells: np.ndarray, nuclei: np.ndarray, noise: float, illumination: float,
-            blur: float) -> np.ndarray:
+            blur: float, rim_width: float, cytoplasm_fill: float) -> np.ndarray:
     """(2, H, W) float32 image: membrane / cytoplasm marker and nuclear marker with realistic imperfections."""
     n_cells = int(cells.max())
     cell_brightness = np.r_[0.0, rng.uniform(0.5, 1.2, n_cells)]
     nucleus_brightness = np.r_[0.0, rng.uniform(0.5, 1.2, n_cells)]
     # Distance to the cell's own border (0 on it): the membrane marker decays away from the rim.
     depth = ndimage.distance_transform_edt(~find_boundaries(cells, mode="inner") & (cells > 0))
-    rim = np.exp(-depth / 1.2)
-    fill = np.where(nuclei > 0, 0.05, 0.3)
+    rim = np.exp(-depth / rim_width)
+    fill = np.where(nuclei > 0, 0.05, cytoplasm_fill)
     texture = 1.0 + 0.15 * _smooth_field(rng, cells.shape, 1.5)
     membrane = cell_brightness[cells] * (rim + fill) * texture
     nuclear = nucleus_brightness[nuclei] * (1.0 + 0.25 * _smooth_field(rng, cells.shape, 1.0))

@@ -31,6 +31,7 @@ from .instances import choose_threshold, combine_class_probabilities
 from .losses import total_loss
 from .model import UNet, autocast, build_model, compute_dtype, pick_device
 from .predict import Prediction, predict_with_models
+from .prior import prior_weights
 from .runs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -45,6 +46,7 @@ from .runs import (
 )
 from .sampling import PatchSampler, blind_spots
 from .scribbles import validation_box
+from .separation import ValidationRegion, cell_and_background_strokes, choose_core_threshold, core_targets
 from .storage import atomic_path, write_json, write_npz, write_text
 
 # Within a time-budgeted cycle the learning rate falls along a cosine from lr to this fraction of lr,
@@ -400,6 +402,8 @@ class Trainer:
             return model, optimizer, progress, rng, generator
         if self.init_from is not None:
             model.load_state_dict(self._initial_weights())
+        elif self.config.train.prior and (weights := prior_weights(self.config, self.device)) is not None:
+            model.load_state_dict(weights, strict=False)  # without the output layer when the tasks differ
         return model, self._optimizer(model), progress, rng, generator
 
     def _initial_weights(self) -> dict[str, torch.Tensor]:
@@ -446,12 +450,19 @@ class Trainer:
         if not any(item.scribbles.any() for item in self.dataset):
             raise InputError("no scribbles: draw at least one foreground and one background stroke")
 
+    def _targets(self, item: TrainingImage) -> np.ndarray:
+        """(H, W, S [+ 2]) what the loss learns from: the scribbles, then the cell-core targets when separating."""
+        if not self.config.separation:
+            return item.scribbles
+        return np.concatenate([item.scribbles, core_targets(item.scribbles, self.config)], axis=-1)
+
     def _samplers(self, rng: np.random.Generator,
                   generator: torch.Generator) -> tuple[PatchSampler, list[tuple[torch.Tensor, ...]]]:
         cfg = self.config.train
-        arrays = ([item.image for item in self.dataset], [item.scribbles for item in self.dataset],
+        arrays = ([item.image for item in self.dataset], [self._targets(item) for item in self.dataset],
                   [item.val_mask for item in self.dataset])
         train = PatchSampler(*arrays, patch=cfg.patch, scribble_fraction=cfg.scribble_fraction,
+                             intensity=cfg.intensity_jitter,
                              jitter=cfg.jitter, region="train", rng=rng)
         val_sampler = PatchSampler(*arrays, patch=cfg.patch, scribble_fraction=1.0, jitter=cfg.jitter,
                                    region="val", rng=np.random.default_rng(cfg.seed + 1))
@@ -469,16 +480,21 @@ class Trainer:
     # --- thresholds ------------------------------------------------------------------------------
 
     def _choose_thresholds(self) -> dict[str, float]:
-        """Instance thresholds that best separate the validation scribbles (defaults when there are none)."""
+        """Instance thresholds that best separate the validation scribbles (defaults when there are none).
+
+        The foreground and nucleus thresholds separate the scribbled pixels best; with separation, the core
+        threshold then makes the cells agree best with the held-out strokes (one stroke per cell).
+        """
         run = Run.load(self.run_dir)
         models = [self._load(path) for path in run.checkpoints]
         scores: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"threshold": [], "nucleus_threshold": []}
+        regions = []
         for item in self.dataset:
             crop = _bounding_box(item.val_mask)
             if crop is None:
                 continue
-            prediction = predict_with_models(models, self.config, item.image[(slice(None), *crop)], passes=1,
-                                             mc_dropout=False)
+            image = item.image[(slice(None), *crop)]
+            prediction = predict_with_models(models, self.config, image, passes=1, mc_dropout=False)
             cell, nucleus = combine_class_probabilities(prediction.class_probabilities())
             scribbles = item.scribbles[crop]
             for key, probability, classes in (("threshold", cell, CELL_CLASSES),
@@ -486,8 +502,15 @@ class Trainer:
                 if probability is not None:
                     positive, negative = self._scribble_masks(scribbles, classes)
                     scores[key].append((probability, positive, negative))
+            if prediction.core is not None:
+                regions.append(ValidationRegion(image, cell, nucleus, prediction.core,
+                                                *cell_and_background_strokes(scribbles, self.config)))
         defaults = dataclasses.asdict(self.config.instances)
-        return {key: _threshold_over(samples, defaults[key]) for key, samples in scores.items()}
+        thresholds = {key: _threshold_over(samples, defaults[key]) for key, samples in scores.items()}
+        if regions:
+            chosen = dataclasses.replace(self.config.instances, **thresholds)
+            thresholds["core_threshold"] = choose_core_threshold(regions, chosen)
+        return thresholds
 
     def _scribble_masks(self, scribbles: np.ndarray, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """Union of the scribbles of ``classes`` and the background scribbles of their tasks."""

@@ -9,9 +9,12 @@ from impartial.errors import InputError
 
 
 def test_output_channels_follow_the_method_layout():
-    # vectra: task 0 K=4 with 1 rec channel -> 4 * 2 = 8; task 1 K=1+1+2=4 with 1 rec channel -> 8.
+    # vectra: task 0 K=4 with 1 rec channel -> 4 * 2 = 8; task 1 K=1+1+2=4 with 1 rec channel -> 8;
+    # then the cell-core logit.
     config = preset_config("full", "vectra")
     assert [task.n_components for task in config.tasks] == [4, 4]
+    assert config.n_task_outputs == 16 and config.n_outputs == 17
+    config.separation = False
     assert config.n_outputs == 16
     # scribble maps: (1 class + bg) + (2 classes + bg)
     assert config.n_scribble_channels == 5
@@ -19,8 +22,8 @@ def test_output_channels_follow_the_method_layout():
 
 
 def test_tissuenet_and_default_tasks():
-    assert preset_config("quick", "tissuenet").n_outputs == 4 * 3 + 3 * 2
-    assert RunConfig().n_outputs == 4 * 3
+    assert preset_config("quick", "tissuenet").n_outputs == 4 * 3 + 3 * 2 + 1
+    assert RunConfig().n_outputs == 4 * 3 + 1
 
 
 def test_json_round_trip(tmp_path):

@@ -169,6 +169,13 @@ def test_smoothness_by_hand():
 
 # --- total ------------------------------------------------------------------------------------
 
+def method_config(tasks):
+    """The quick preset without the separation output: the method's own terms only."""
+    config = preset_config("quick", tasks)
+    config.separation = False
+    return config
+
+
 def uniform_output(config, height=2, width=2):
     """Zero output: every pi_k = 1 / K, every mean map 0 (so xhat = 0 and reg = 0)."""
     return torch.zeros(1, config.n_outputs, height, width, requires_grad=True)
@@ -177,13 +184,14 @@ def uniform_output(config, height=2, width=2):
 def test_total_loss_whole_cell_by_hand():
     # K = 4 uniform: P_cell = P_bg = 0.5, so fore = back = ln 2. Means 0, x = 1 at every blind spot:
     # rec = 0.5 * 1 + c for both channels. reg = 0. total = 0.45 ln 2 + 0.45 ln 2 + 0.1 (0.5 + c).
-    config = preset_config("quick", "whole_cell")
+    config = method_config("whole_cell")
     scribbles = torch.zeros(1, 2, 2, 2)
     scribbles[0, 0, 0, 0] = scribbles[0, 1, 1, 1] = 1
     mask = torch.zeros(1, 2, 2, 2, dtype=torch.bool)
     mask[0, :, 0, 1] = True
     total, parts = total_loss(uniform_output(config), torch.ones(1, 2, 2, 2), mask, scribbles, config)
-    assert set(parts) == {"fore", "back", "rec", "reg", "scribble", "total"}
+    assert set(parts) == {"fore", "back", "rec", "reg", "sep", "scribble", "total"}
+    assert float(parts["sep"]) == 0
     assert float(parts["fore"]) == pytest.approx(LN2) and float(parts["back"]) == pytest.approx(LN2)
     assert float(parts["rec"]) == pytest.approx(0.5 + HALF_LOG_2PI)
     assert float(parts["reg"]) == 0
@@ -200,7 +208,7 @@ def test_total_loss_slices_tasks_and_averages_over_them():
     #   averaged: fore = ln 2, back = ln 2 / 2.
     # Reconstruction: task 0 uses channel 0 (x = 1), task 1 channel 1 (x = 2), means 0:
     #   rec = ((0.5 * 1 + c) + (0.5 * 4 + c)) / 2 = 1.25 + c.
-    config = preset_config("quick", "vectra")
+    config = method_config("vectra")
     scribbles = torch.zeros(1, 5, 2, 2)
     scribbles[0, 0, 0, 0] = scribbles[0, 1, 0, 1] = scribbles[0, 3, 1, 1] = 1
     clean = torch.stack([torch.ones(2, 2), torch.full((2, 2), 2.0)])[None]
@@ -212,7 +220,7 @@ def test_total_loss_slices_tasks_and_averages_over_them():
 
 
 def test_total_loss_uses_the_configured_reconstruction_kind():
-    config = preset_config("quick", "whole_cell")
+    config = method_config("whole_cell")
     output = torch.randn(1, config.n_outputs, 4, 4, generator=torch.Generator().manual_seed(0))
     args = (torch.randn(1, 2, 4, 4), torch.ones(1, 2, 4, 4, dtype=torch.bool), torch.zeros(1, 2, 4, 4))
     _, gaussian = total_loss(output, *args, config)
@@ -225,7 +233,7 @@ def test_total_loss_uses_the_configured_reconstruction_kind():
 
 
 def test_gradient_flows_and_empty_scribbles_give_no_nan():
-    config = preset_config("quick", "vectra")
+    config = method_config("vectra")
     config.train.wreg = 0.1
     output = torch.randn(2, config.n_outputs, 8, 8, requires_grad=True)
     mask = torch.rand(2, 2, 8, 8) < 0.2

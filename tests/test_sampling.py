@@ -187,3 +187,13 @@ def test_sampling_is_reproducible():
 def test_a_box_over_everything_leaves_nothing_to_train_on():
     with pytest.raises(InputError, match="no pixels"):
         PatchSampler([position_image()], [example_scribbles()], [np.ones((HEIGHT, WIDTH), bool)], PATCH)
+
+
+def test_intensity_jitter_scales_each_channel_of_a_training_patch_by_one_factor():
+    image = np.ones((2, HEIGHT, WIDTH), np.float32)
+    sampler = PatchSampler([image], [example_scribbles()], [None], PATCH, intensity=0.5, rng=np.random.default_rng(0))
+    x, _ = sampler.sample(8)
+    factors = x[:, :, 0, 0]
+    assert np.allclose(x, factors[:, :, None, None])  # one factor per patch and channel
+    assert (factors >= np.exp(-0.5) - 1e-6).all() and (factors <= np.exp(0.5) + 1e-6).all()
+    assert len(np.unique(factors.round(6))) > 8  # they differ between patches and channels

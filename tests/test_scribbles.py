@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from impartial.config import preset_config
 from impartial.errors import InputError
-from impartial.scribbles import auto_scribbles, scribble_counts, scribble_table, validation_box
+from impartial.scribbles import auto_scribbles, scribble_counts, scribble_table, sparse_scribbles, validation_box
 from impartial.synthetic import class_labels, make_tissue
 
 
@@ -185,3 +185,22 @@ def test_scribble_counts_per_class_and_background():
         "cytoplasm": 4, "nucleus_in_cytoplasm": 2, "nucleus_out_of_cytoplasm": 1, "background": 8}
     with pytest.raises(InputError):
         scribble_counts(scribbles[..., :4], config)
+
+
+def test_sparse_scribbles_draw_short_strokes_in_a_few_cells_and_a_little_background():
+    # a 4 x 5 grid of touching 12 px squares with a background margin
+    cells = np.zeros((70, 84), np.int32)
+    for row in range(4):
+        for col in range(5):
+            cells[10 + 12 * row:22 + 12 * row, 12 + 12 * col:24 + 12 * col] = 1 + row * 5 + col
+    scribbles, val_mask = sparse_scribbles(cells, n_cells=3, n_background=2, length=6, seed=1)
+    assert scribbles.shape == (70, 84, 2) and val_mask.shape == (70, 84)
+    strokes, n_strokes = ndimage.label(scribbles[..., 0], np.ones((3, 3)))
+    assert n_strokes == 3
+    for index in range(1, 4):
+        inside = np.unique(cells[strokes == index])
+        assert len(inside) == 1 and inside[0] > 0  # each stroke lies in one cell
+        assert (strokes == index).sum() <= 6 + 1  # 3 steps each way from its middle
+    assert len(np.unique(cells[scribbles[..., 0] > 0])) == 3  # three different cells
+    background = scribbles[..., 1] > 0
+    assert background.any() and not (cells[background] > 0).any()

@@ -1,0 +1,148 @@
+"""Telling touching cells apart: cell-core targets from scribbles, and a label-free score of cells against strokes.
+
+Touching cells share no background gap for the foreground probability to show, so the network gets a second
+output, the *cell core*: a cell's interior away from its border. Cores of neighbouring cells are several pixels
+apart even where the cells touch, so they seed one watershed basin per cell. The scribbles teach it without extra
+drawing: a cell stroke lies inside a cell (core), and a background stroke, which often runs along the thin gap
+between touching cells, marks the pixels within ``core_margin`` of it as "not a core" (a cell's border).
+
+Held-out strokes also judge an instance result without labels (:func:`stroke_consistency`): each cell stroke should
+lie in exactly one cell, no cell should hold two strokes, and background strokes should stay outside the cells.
+:func:`choose_core_threshold` picks the seed threshold of a run by that score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .config import CELL_CLASSES, InstanceConfig, RunConfig
+from .errors import InputError
+from .instances import instances_from_probabilities
+
+# A stroke counts as inside one cell when at least this share of its pixels lies in that cell.
+STROKE_SHARE = 0.8
+CORE_CANDIDATES = np.round(np.arange(0.1, 0.95, 0.1), 2)
+_NEUTRAL_THRESHOLD = 0.5
+
+
+def cell_and_background_strokes(scribbles: np.ndarray, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) bool maps of the strokes on cells and on their tasks' background.
+
+    Cell strokes are the union of the scribbles of every class that is part of a whole cell (``CELL_CLASSES``);
+    background strokes those of the tasks holding such a class. Pixels scribbled as both count as cell.
+
+    Args:
+        scribbles: (H, W, S) 0/1 in the method's layout (per task: classes, then background).
+        config: the run's tasks.
+    """
+    if scribbles.ndim != 3 or scribbles.shape[-1] < config.n_scribble_channels:
+        raise InputError(f"scribbles have shape {scribbles.shape}, expected (H, W, {config.n_scribble_channels})")
+    cells = np.zeros(scribbles.shape[:2], bool)
+    background = np.zeros(scribbles.shape[:2], bool)
+    offset = 0
+    for task in config.tasks:
+        chosen = [offset + index for index, name in enumerate(task.classes) if name in CELL_CLASSES]
+        if chosen:
+            cells |= scribbles[..., chosen].any(axis=-1)
+            background |= scribbles[..., offset + task.n_classes] > 0
+        offset += task.n_scribble_channels
+    return cells, background & ~cells
+
+
+def core_targets(scribbles: np.ndarray, config: RunConfig) -> np.ndarray:
+    """(H, W, 2) uint8 training targets of the cell-core output: core pixels, then not-core pixels.
+
+    Core: every cell stroke. Not core: background strokes and the pixels within ``config.train.core_margin``
+    of them (the border of a cell next to a gap), except where a cell stroke lies.
+    """
+    cells, background = cell_and_background_strokes(scribbles, config)
+    if background.any():
+        near_background = ndimage.distance_transform_edt(~background) <= config.train.core_margin
+    else:
+        near_background = background
+    return np.stack([cells, near_background & ~cells], axis=-1).astype(np.uint8)
+
+
+def stroke_consistency(cells: np.ndarray, cell_strokes: np.ndarray, background_strokes: np.ndarray) -> float:
+    """How well instances agree with strokes, in [0, 1], without labels.
+
+    Strokes are the 8-connected pieces of ``cell_strokes``. A stroke is consistent when at least
+    ``STROKE_SHARE`` of its pixels lie in one cell and no other stroke has the same cell. The score is the mean of
+    the share of consistent strokes and the share of background-stroke pixels outside every cell; a side without
+    strokes is left out (1.0 when there are no strokes at all).
+
+    Args:
+        cells: (H, W) int instance labels, 0 = background.
+        cell_strokes: (H, W) bool strokes drawn inside cells.
+        background_strokes: (H, W) bool strokes drawn on background.
+    """
+    if not cells.shape == cell_strokes.shape == background_strokes.shape:
+        raise InputError(f"cells {cells.shape} and strokes {cell_strokes.shape}, {background_strokes.shape} "
+                         "differ in shape")
+    sides = []
+    strokes, n_strokes = ndimage.label(cell_strokes, structure=np.ones((3, 3), bool))
+    if n_strokes:
+        sides.append(_consistent_strokes(cells, strokes, n_strokes) / n_strokes)
+    if background_strokes.any():
+        sides.append(float(np.mean(cells[background_strokes] == 0)))
+    return float(np.mean(sides)) if sides else 1.0
+
+
+def _consistent_strokes(cells: np.ndarray, strokes: np.ndarray, n_strokes: int) -> int:
+    """Number of strokes lying (by ``STROKE_SHARE``) in one cell that no other stroke claims."""
+    on_stroke = strokes > 0
+    pairs, counts = np.unique(np.stack([strokes[on_stroke], cells[on_stroke]]), axis=1, return_counts=True)
+    stroke_ids, cell_ids = pairs
+    sizes = np.bincount(strokes[on_stroke], minlength=n_strokes + 1)
+    inside_one = (cell_ids > 0) & (counts >= STROKE_SHARE * sizes[stroke_ids])
+    owned_cells = cell_ids[inside_one]  # at most one cell per stroke, since the share exceeds one half
+    claims = np.bincount(owned_cells, minlength=int(cells.max()) + 1)
+    return int(np.count_nonzero(claims[owned_cells] == 1))
+
+
+@dataclass
+class ValidationRegion:
+    """Predictions over one held-out region with its strokes: what :func:`choose_core_threshold` scores.
+
+    Attributes:
+        image: (C, H, W) normalised image of the region.
+        cell_prob, core_prob: (H, W) float cell and cell-core probabilities; nucleus_prob (H, W) or None.
+        cell_strokes, background_strokes: (H, W) bool held-out strokes.
+    """
+
+    image: np.ndarray
+    cell_prob: np.ndarray
+    nucleus_prob: np.ndarray | None
+    core_prob: np.ndarray
+    cell_strokes: np.ndarray
+    background_strokes: np.ndarray
+
+    def consistency(self, config: InstanceConfig) -> float:
+        """:func:`stroke_consistency` of the cells that ``config`` finds in this region."""
+        cells, _ = instances_from_probabilities(self.cell_prob, self.nucleus_prob, self.image, config,
+                                                core_prob=self.core_prob)
+        return stroke_consistency(cells, self.cell_strokes, self.background_strokes)
+
+
+def choose_core_threshold(regions: list[ValidationRegion], config: InstanceConfig,
+                          candidates: np.ndarray = CORE_CANDIDATES) -> float:
+    """The core threshold whose cells agree best with held-out strokes (mean :func:`stroke_consistency`).
+
+    Args:
+        regions: the validation regions, each with its predictions and strokes.
+        config: the other instance settings (the foreground threshold already chosen).
+        candidates: thresholds to try; ties go to the one closest to 0.5.
+
+    Returns:
+        The chosen threshold, or ``config.core_threshold`` when no region holds a cell stroke.
+    """
+    if not any(region.cell_strokes.any() for region in regions):
+        return float(config.core_threshold)
+    scores = np.array([np.mean([region.consistency(dataclasses.replace(config, core_threshold=float(candidate)))
+                                for region in regions]) for candidate in candidates])
+    best = np.isclose(scores, scores.max())
+    return float(candidates[np.argmin(np.where(best, np.abs(candidates - _NEUTRAL_THRESHOLD), np.inf))])
