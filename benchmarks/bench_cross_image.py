@@ -12,17 +12,19 @@ Protocols (each repeated over ``--seeds``, mean and spread printed):
 
 Every row is printed beside the random forest on filter features trained on the same scribbles (the ilastik way,
 with the nucleus-seeded watershed) and the ceiling "labelled foreground + the same instance step" (the run's own
-seeds, the labelled foreground). ``cells`` is cells found / cells labelled. ``--ablations`` adds rows without the
-separation output, without the prior, without test-time flips, and with the method's threshold step.
+seeds, the labelled foreground). ``cells`` is cells found / cells labelled. ``--ablations`` adds rows with the
+cell-core output switched (with and without the pretrained prior), without test-time flips, and with the method's
+threshold step.
 
     .venv/bin/python benchmarks/bench_cross_image.py [--protocols dense sparse demo] [--minutes 5]
-        [--seeds 0 1 2] [--ablations] [--vectra ../shared/data/vectra]
+        [--seeds 0 1 2] [--directions 1->0 0->1] [--ablations] [--vectra ../shared/data/vectra]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -57,13 +59,15 @@ class Case:
     partial: bool
 
 
-def vectra_cases(folder: Path, protocol: str, seed: int) -> list[Case]:
+def vectra_cases(folder: Path, protocol: str, seed: int, directions: list[str]) -> list[Case]:
     images, labels = {}, {}
     for name in ("image0", "image1"):
         images[name] = normalize_percentile(read_image(folder / f"{name}.tif", n_channels=2))
         labels[name] = read_labels(folder / f"{name}_rois.zip", shape=images[name].shape[1:])
     cases = []
     for source, target in (("image1", "image0"), ("image0", "image1")):
+        if f"{source[-1]}->{target[-1]}" not in directions:
+            continue
         if protocol == "dense":
             scribbles, val_mask = auto_scribbles([[labels[source]]], SCRIBBLED_FRACTION, seed=seed)
         else:
@@ -133,7 +137,8 @@ def impartial_rows(case: Case, config: RunConfig, label: str, work: Path,
     trained_min = (time.perf_counter() - started) / 60
     predictions = [predict_image(run, image) for image, _ in case.targets]
     settings = run.instance_config()
-    thresholds = ", ".join(f"{key} {value:.2f}" for key, value in run.thresholds.items())
+    thresholds = ", ".join(f"{key} {value if isinstance(value, str) else round(value, 2)}"
+                           for key, value in run.thresholds.items())
     print(f"  {case.name}, {label}: trained {trained_min:.1f} min, {run.status.get('epoch')} epochs; {thresholds}",
           flush=True)
     rows = {label: scores(cells_of(predictions, case, settings), case),
@@ -150,10 +155,16 @@ def impartial_rows(case: Case, config: RunConfig, label: str, work: Path,
 
 
 def variants(config: RunConfig, ablations: bool) -> dict[str, RunConfig]:
+    """The configuration under test, and with ``ablations`` the same with the cell-core output (with and without
+    the pretrained prior) switched the other way."""
     chosen = {"ImPartial": config}
-    if ablations:
-        chosen["no separation output"] = dataclasses.replace(config, separation=False)
-        chosen["no prior"] = dataclasses.replace(config, train=dataclasses.replace(config.train, prior=False))
+    if not ablations:
+        return chosen
+    if config.separation:
+        return {**chosen, "without cell cores": dataclasses.replace(config, separation=False)}
+    for prior in (False, True):
+        chosen[f"with cell cores{', prior' if prior else ''}"] = dataclasses.replace(
+            config, separation=True, train=dataclasses.replace(config.train, prior=prior))
     return chosen
 
 
@@ -174,17 +185,24 @@ def main() -> None:
                         choices=["dense", "sparse", "demo"])
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget of every run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--directions", nargs="+", default=["1->0", "0->1"], choices=["1->0", "0->1"],
+                        help="Vectra source -> target images")
     parser.add_argument("--ablations", action="store_true", help="also train without separation / prior")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. separation=true train.intensity_jitter=0.3")
     parser.add_argument("--vectra", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/vectra")
     args = parser.parse_args()
-    config = preset_config("quick", **{"train.max_minutes": args.minutes})
-    print(f"quick preset, {args.minutes:g} min budget per run, seeds {args.seeds}; scores at IoU 0.5")
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    config = preset_config("quick", **{"train.max_minutes": args.minutes, **overrides})
+    print(f"quick preset{' with ' + ', '.join(args.set) if args.set else ''}, {args.minutes:g} min budget per run, "
+          f"seeds {args.seeds}; scores at IoU 0.5")
     with tempfile.TemporaryDirectory() as work:
         for protocol in args.protocols:
             by_case: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
             for seed in args.seeds:
                 seeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
-                cases = [demo_case(seed)] if protocol == "demo" else vectra_cases(args.vectra, protocol, seed)
+                cases = ([demo_case(seed)] if protocol == "demo"
+                         else vectra_cases(args.vectra, protocol, seed, args.directions))
                 for case in cases:
                     rows = forest_rows(case)
                     for label, variant in variants(seeded, args.ablations).items():

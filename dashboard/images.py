@@ -68,54 +68,58 @@ def prediction(run: Run, project: Project, name: str) -> Prediction:
 
 @st.cache_resource(max_entries=32, show_spinner="Finding cells ...")
 def _segmentation(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int,
-                  threshold: float, core_threshold: float) -> Segmentation:
+                  threshold: float, core_threshold: float, seeds: str) -> Segmentation:
     run = Run.load(run_dir)
-    config = dataclasses.replace(run.instance_config(), threshold=threshold, core_threshold=core_threshold)
+    config = dataclasses.replace(run.instance_config(), threshold=threshold, core_threshold=core_threshold,
+                                 seeds=seeds)
     found = _prediction(run_dir, run_key, project_dir, name, stamp)  # cached: only the instance step reruns
     return segment_prediction(found, _normalized(project_dir, name, stamp), config)
 
 
-def _thresholds(run: Run, threshold: float | None, core_threshold: float | None) -> tuple[float, float]:
-    """The two instance thresholds as cache keys: None = the run's validated one, rounded to 0.001.
+def _thresholds(run: Run, threshold: float | None, core_threshold: float | None,
+                seeds: str | None) -> tuple[float, float, str]:
+    """The instance settings as cache keys: None = the run's validated one, thresholds rounded to 0.001.
 
-    A run without the cell-core output ignores the seed threshold, so its key is always the run's own.
+    A run without the cell-core output ignores the seed settings, so their keys are always the run's own.
     """
     chosen = run.instance_config()
     if threshold is None:
         threshold = chosen.threshold
     if core_threshold is None or not run.config.separation:
         core_threshold = chosen.core_threshold
-    return round(float(threshold), 3), round(float(core_threshold), 3)
+    if seeds is None or not run.config.separation:
+        seeds = chosen.seeds
+    return round(float(threshold), 3), round(float(core_threshold), 3), seeds
 
 
 def segmentation(run: Run, project: Project, name: str, threshold: float | None = None,
-                 core_threshold: float | None = None) -> Segmentation:
+                 core_threshold: float | None = None, seeds: str | None = None) -> Segmentation:
     """Cells (and nuclei) of a project image.
 
-    ``threshold`` (cell probability) and ``core_threshold`` (watershed seeds, runs with the cell-core output):
-    None = the run's validated one.
+    ``threshold`` (cell probability), ``seeds`` ("core" or "nuclei") and ``core_threshold`` (the cell cores that
+    seed the watershed; runs with the cell-core output): None = the run's validated one.
     """
     return _segmentation(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
-                         *_thresholds(run, threshold, core_threshold))
+                         *_thresholds(run, threshold, core_threshold, seeds))
 
 
 @st.cache_data(max_entries=8, show_spinner="Writing the exports ...")
 def _exports(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int,
-             threshold: float, core_threshold: float) -> dict[str, tuple[str, bytes]]:
+             threshold: float, core_threshold: float, seeds: str) -> dict[str, tuple[str, bytes]]:
     project = Project(project_dir)
-    found = _segmentation(run_dir, run_key, project_dir, name, stamp, threshold, core_threshold)
+    found = _segmentation(run_dir, run_key, project_dir, name, stamp, threshold, core_threshold, seeds)
     paths = export_segmentation(project.prediction_dir(Path(run_dir).name), name, project.load_image(name), found,
                                 project.channels)
     return {kind: (path.name, path.read_bytes()) for kind, path in paths.items()}
 
 
 def exports(run: Run, project: Project, name: str, threshold: float | None = None,
-            core_threshold: float | None = None) -> dict[str, tuple[str, bytes]]:
+            core_threshold: float | None = None, seeds: str | None = None) -> dict[str, tuple[str, bytes]]:
     """Every export format of one image (npz, csv, tiff, roi) as (file name, bytes), for the cells found with
     these thresholds (see :func:`segmentation`); the files are also kept under the project's
     ``predictions/<run>/`` folder."""
     return _exports(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
-                    *_thresholds(run, threshold, core_threshold))
+                    *_thresholds(run, threshold, core_threshold, seeds))
 
 
 def run_zip(run_dir: Path) -> bytes:

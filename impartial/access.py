@@ -35,7 +35,9 @@ from impartial.errors import InputError
 MAX_UPLOAD_MB = 200
 """Largest file one upload may hold; ``.streamlit/config.toml`` sets the same ``server.maxUploadSize``."""
 
-_BYTES_PER_MB = 1024 * 1024  # Streamlit counts its upload limit in binary megabytes.
+# Streamlit's browser side turns maxUploadSize into bytes with 1000 per kB (1024 only on Windows: its
+# utils check navigator.platform), so 200 MB there is 200 000 000 bytes; the same count here.
+_BYTES_PER_MB = 1000 * 1000
 
 PASSWORD_ENV = "IMPARTIAL_PASSWORD"
 USERS_ENV = "IMPARTIAL_USERS"

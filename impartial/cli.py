@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--run", type=Path, required=True, help="run folder")
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
-    predict.add_argument("--mcdrop", type=int, help="MC-dropout passes per checkpoint (default: the run's)")
+    predict.add_argument("--mcdrop", type=_positive_int, help="MC-dropout passes per checkpoint (default: the run's)")
     predict.add_argument("--formats", default="npz,csv,tiff,roi", help="comma-separated: npz, csv, tiff, roi")
     predict.set_defaults(command=run_predict)
 
@@ -109,10 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--files", type=Path, required=True, help="files.csv with a labels column")
     evaluate.add_argument("--group", default="test", help="rows of this group (all: every row)")
     evaluate.add_argument("--instances", choices=["watershed", "threshold"], help="override the instance method")
-    evaluate.add_argument("--mcdrop", type=int, help="MC-dropout passes per checkpoint (default: the run's)")
+    evaluate.add_argument("--mcdrop", type=_positive_int, help="MC-dropout passes per checkpoint (default: the run's)")
     evaluate.add_argument("--csv", type=Path, help="also write the table (per image, then the mean) to this csv")
     evaluate.set_defaults(command=run_evaluate)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (argparse prints the one-line usage error otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +192,10 @@ def run_train(args: argparse.Namespace) -> int:
             with _device_turn(project, trainer, run_dir):
                 run = trainer.run()
         except KeyboardInterrupt:
+            if project is not None and args.out is None and not any(Path(run_dir).iterdir()):
+                Path(run_dir).rmdir()  # stopped while waiting for the device: leave no empty run behind
+                print("\ninterrupted before training started: nothing to resume", file=sys.stderr)
+                return 130
             # a project run gets a new folder each time unless --out names it: say how to continue this one
             again = "the same command" if args.out else f"the same command with --out {run_dir}"
             print(f"\ninterrupted: run {again} to resume", file=sys.stderr)
@@ -207,6 +222,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from .runs import Run
 
     run = Run.load(args.run)
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError("--out must be a folder, but it is a file", args.out)
     formats = tuple(name.strip() for name in args.formats.split(",") if name.strip())
     for path in args.images:
         raw = read_image(path, n_channels=run.config.n_channels)

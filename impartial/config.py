@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from .errors import InputError
 CELL_CLASSES = ("cell", "cytoplasm", "nucleus_in_cytoplasm", "nucleus_out_of_cytoplasm")
 NUCLEUS_CLASSES = ("nucleus", "nucleus_in_cytoplasm", "nucleus_out_of_cytoplasm")
 PRECISIONS = ("auto", "float32", "bfloat16")
+SEED_SOURCES = ("core", "nuclei")
 
 
 @dataclass
@@ -89,7 +91,7 @@ class TrainConfig:
     rec_loss: str = "gaussian"  # "gaussian" (the method's) or "mixture" (true mixture likelihood)
     scribble_fraction: float = 0.6  # share of patch centres drawn on scribbled pixels
     jitter: int = 32
-    intensity_jitter: float = 0.0  # training patches' channels scaled by exp(U(-j, j)): robustness to stain levels
+    intensity_jitter: float = 0.3  # training patches' channels scaled by exp(U(-j, j)): robustness to stain levels
     val_fraction: float = 0.4  # side of the validation box relative to the image side
     val_patches: int = 64
     nsaves: int = 5  # checkpoint-ensemble cycles
@@ -124,6 +126,9 @@ class InstanceConfig:
     threshold: float = 0.5  # probability threshold; replaced by the validated one after training
     nucleus_threshold: float = 0.5
     core_threshold: float = 0.5  # seeds are the components of core probability above it (runs with separation)
+    # "core": cell cores where the run predicts them; "nuclei": predicted nuclei, else nuclear-channel blobs, else
+    # distance peaks. A run chooses on its held-out strokes (impartial.separation.choose_seeds).
+    seeds: str = "core"
     membrane_channel: int | None = 0  # landscape for the watershed; None = use 1 - cell probability
     nuclear_channel: int | None = 1  # seeds when no nucleus class is predicted; None = distance peaks
     min_size: int = 5
@@ -141,9 +146,10 @@ class RunConfig:
     predict: PredictConfig = field(default_factory=PredictConfig)
     instances: InstanceConfig = field(default_factory=InstanceConfig)
     preset: str = "full"
-    # One more output, the cell-core probability (a cell's interior away from its border): it tells touching
-    # cells apart and seeds the watershed. Learned from the scribbles (see impartial.separation).
-    separation: bool = True
+    # One more output, the cell-core probability (a cell's interior away from its border), learned from the
+    # scribbles to tell touching cells apart and seed the watershed (see impartial.separation). Off by default:
+    # on unseen Vectra tissue it scored below the nucleus-seeded watershed (README, bench_cross_image.py).
+    separation: bool = False
 
     @property
     def n_channels(self) -> int:
@@ -212,11 +218,25 @@ class RunConfig:
 def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     if not isinstance(values, dict):
         raise InputError(f"section '{section}' must be a mapping, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(values) - known)
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise InputError(f"unknown key(s) in '{section}': {', '.join(unknown)}")
+    for name, value in values.items():
+        expected = _SCALAR_TYPES.get(fields[name].type)
+        if expected is not None and not _is_a(value, expected):
+            raise InputError(f"'{section}.{name}' must be {fields[name].type}, got {value!r}")
     return kind(**values)
+
+
+# The annotation of a plain setting (fields are annotated as strings under ``from __future__ import annotations``)
+# -> the Python types its value may have in a config file.
+_SCALAR_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _is_a(value: Any, types: tuple[type, ...]) -> bool:
+    """isinstance, except that True / False are not numbers here."""
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
 
 
 def _problems(config: RunConfig):
@@ -239,6 +259,11 @@ def _problems(config: RunConfig):
         if any(not 0 <= c < config.n_channels for c in task.rec_channels):
             yield f"{where}: rec_channels {task.rec_channels} must index the {config.n_channels} channels"
     model, train, predict = config.model, config.train, config.predict
+    for section in (train, predict, config.instances):
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                yield f"{type(section).__name__.removesuffix('Config').lower()}.{item.name} must be finite, got {value}"
     checks = [
         (model.depth >= 1, "model.depth must be at least 1"),
         (model.base >= 1, "model.base must be at least 1"),
@@ -260,6 +285,8 @@ def _problems(config: RunConfig):
         (train.nsaves >= 1, "train.nsaves must be at least 1"),
         (train.patience >= 1, "train.patience must be at least 1"),
         (train.max_minutes >= 0, "train.max_minutes must be non-negative"),
+        (train.threads >= 0, "train.threads must be 0 (torch's default) or a positive number of threads"),
+        (train.seed >= 0, "train.seed must be non-negative"),
         (re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device) is not None,
          "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         (train.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
@@ -271,6 +298,7 @@ def _problems(config: RunConfig):
         (config.instances.method in ("watershed", "threshold"), "instances.method must be 'watershed' or 'threshold'"),
         (0.0 < config.instances.threshold < 1.0, "instances.threshold must be in (0, 1)"),
         (0.0 < config.instances.core_threshold < 1.0, "instances.core_threshold must be in (0, 1)"),
+        (config.instances.seeds in SEED_SOURCES, f"instances.seeds must be one of {', '.join(SEED_SOURCES)}"),
     ]
     yield from (message for ok, message in checks if not ok)
 

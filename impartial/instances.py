@@ -146,9 +146,9 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
         image: (C, H, W) normalised image or None: ``config.nuclear_channel`` gives seeds when there is no nucleus
             probability, ``config.membrane_channel`` raises the landscape along membranes.
         config: thresholds, channels, ``min_size`` and ``grow``.
-        core_prob: (H, W) float cell-core probability or None. When given, its components above
-            ``config.core_threshold`` inside the foreground are the seeds and the watershed floods ``1 - core_prob``:
-            the cores of touching cells are apart even where the cells share no gap.
+        core_prob: (H, W) float cell-core probability or None. When given and ``config.seeds`` is ``"core"``, its
+            components above ``config.core_threshold`` inside the foreground are the seeds and the watershed floods
+            ``1 - core_prob``: the cores of touching cells are apart even where the cells share no gap.
 
     Returns:
         cells (H, W) int32; nuclei (H, W) int32 = the nucleus pixels inside each cell, labelled with the cell's id,
@@ -157,7 +157,7 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
     _check_map(cell_prob, "cell probability")
     _check_inputs(cell_prob.shape, nucleus_prob, image, config, core_prob)
     foreground = cell_prob > config.threshold
-    if core_prob is not None:
+    if core_prob is not None and config.seeds == "core":
         return _core_seeded_instances(foreground, core_prob, nucleus_prob, config)
     seeds, seeds_are_nuclei = _seeds(foreground, nucleus_prob, image, config)
     if nucleus_prob is not None:
@@ -260,9 +260,21 @@ def _seeds(foreground: np.ndarray, nucleus_prob: np.ndarray | None, image: np.nd
         blobs = nucleus_prob > config.nucleus_threshold
     elif image is not None and config.nuclear_channel is not None:
         blobs = _bright_inside(_smoothed(image[config.nuclear_channel]), foreground)
+        return _finish_labels(_split_touching(blobs), config.min_size, grow=0), True
     else:
         return label(h_maxima(ndi.distance_transform_edt(foreground), _PEAK_HEIGHT), connectivity=2), False
     return _finish_labels(label(blobs, connectivity=1), config.min_size, grow=0), True
+
+
+def _split_touching(blobs: np.ndarray) -> np.ndarray:
+    """(H, W) int32 labels of ``blobs`` (bool), touching round blobs (nuclei) split at their necks.
+
+    Each blob is flooded from the peaks of its (lightly smoothed) distance transform that rise ``_PEAK_HEIGHT``
+    above their surroundings, so two nuclei joined by a narrow bridge become two seeds.
+    """
+    distance = ndi.gaussian_filter(ndi.distance_transform_edt(blobs), 1.0)
+    peaks = label(h_maxima(distance, _PEAK_HEIGHT) & blobs, connectivity=2)
+    return watershed(-distance, markers=peaks, mask=blobs)
 
 
 def _bright_inside(channel: np.ndarray, foreground: np.ndarray) -> np.ndarray:

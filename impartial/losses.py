@@ -18,6 +18,7 @@ from .config import RunConfig, TaskConfig
 LOG_FLOOR = 1e-20  # probabilities are clamped here before the log, as in the method
 MEAN_EPS = 1e-8  # keeps a component's patch mean finite when its probability vanishes everywhere
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+CORE_TARGETS = 3  # target maps of the separation output: core, not core, gap
 
 
 @dataclass
@@ -123,15 +124,16 @@ def reconstruction_loss(component_probs: torch.Tensor, means: torch.Tensor, targ
 def separation_loss(core_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Balanced binary cross-entropy of the cell-core output on the pixels the scribbles decide.
 
-    ``(mean over core pixels of -log sigmoid(z) + mean over not-core pixels of -log(1 - sigmoid(z))) / 2``,
-    pixels pooled over the batch; a side with no pixels in the batch is left out of the average (0 when both are).
+    Three sides, each the mean over its pixels (pooled over the batch): core pixels score ``-log sigmoid(z)``,
+    not-core pixels and gap pixels ``-log(1 - sigmoid(z))``. The loss is the mean over the sides that have pixels
+    in the batch (0 when none has), so the few gap pixels between touching cells weigh as much as a side.
 
     Args:
         core_logits: (B, H, W) logits z of the cell-core probability.
-        targets: (B, 2, H, W) float 0/1: cell-core pixels, then not-core pixels (see impartial.separation).
+        targets: (B, 3, H, W) float 0/1: core, not core, gap (see impartial.separation.core_targets).
     """
     sides = []
-    for target, sign in ((targets[:, 0], -1.0), (targets[:, 1], 1.0)):
+    for target, sign in zip(targets.unbind(dim=1), (-1.0, 1.0, 1.0), strict=True):
         # -log sigmoid(z) = softplus(-z) and -log(1 - sigmoid(z)) = softplus(z), stable for any z
         count = target.sum()
         if count > 0:
@@ -157,7 +159,7 @@ def total_loss(output: torch.Tensor, x_clean: torch.Tensor, blind_mask: torch.Te
         x_clean: (B, C, H, W) the uncorrupted patch.
         blind_mask: (B, C, H, W) bool, True at blind spots.
         scribbles: (B, S, H, W) float 0/1 in the method's layout (per task: classes, then background), followed,
-            when ``config.separation`` is on, by the two cell-core target maps (core, not core).
+            when ``config.separation`` is on, by the three cell-core target maps (core, not core, gap).
         config: supplies the tasks, the weights and ``train.rec_loss``.
 
     Returns:
@@ -167,7 +169,7 @@ def total_loss(output: torch.Tensor, x_clean: torch.Tensor, blind_mask: torch.Te
     """
     weights = config.train
     n_scribbles = sum(task.n_scribble_channels for task in config.tasks)
-    expected = n_scribbles + 2 * int(config.separation)
+    expected = n_scribbles + CORE_TARGETS * int(config.separation)
     if scribbles.shape[1] != expected:
         raise ValueError(f"scribbles have {scribbles.shape[1]} channels, expected {expected}")
     task_scribbles = _split_scribbles(scribbles[:, :n_scribbles], config.tasks)

@@ -61,7 +61,7 @@ def prior_weights(config: RunConfig, device: torch.device) -> dict[str, torch.Te
 def prior_config(n_channels: int = 2) -> RunConfig:
     """The configuration the prior is trained with: the quick network, one whole-cell task, separation on."""
     channels = ["membrane", "nuclear"] if n_channels == 2 else [f"channel {index}" for index in range(n_channels)]
-    config = preset_config("quick", [TaskConfig()])
+    config = preset_config("quick", [TaskConfig()], separation=True)
     config.channels = channels
     config.tasks[0].rec_channels = list(range(n_channels))
     return config.validate()
@@ -85,15 +85,18 @@ def varied_tissue(rng: np.random.Generator, size: int) -> SyntheticTissue:
 
 
 def dense_targets(cells: np.ndarray, core_margin: int) -> np.ndarray:
-    """(H, W, 4) uint8 targets of a whole-cell task with separation from complete labels.
+    """(H, W, 5) uint8 targets of a whole-cell task with separation from complete labels.
 
-    Channels: cell, background (the method's scribble layout), then cell core and not core (as
+    Channels: cell, background (the method's scribble layout), then cell core, not core and gap (as
     impartial.separation.core_targets). Touching cells are parted by a 1 px gap of background, as the method's
-    training labels were; the core is each cell's part farther than ``core_margin`` px from background.
+    training labels were; the core is each cell's part farther than ``core_margin`` px from background, the gap
+    is the pixels within ``core_margin`` of where two cells touch.
     """
-    cell = (cells > 0) & ~shared_borders(cells)
+    touching = shared_borders(cells)
+    cell = (cells > 0) & ~touching
     near_background = ndimage.distance_transform_edt(cell) <= core_margin
-    return np.stack([cell, ~cell, cell & ~near_background, near_background], axis=-1).astype(np.uint8)
+    near_gap = ndimage.distance_transform_edt(~touching) <= core_margin if touching.any() else touching
+    return np.stack([cell, ~cell, cell & ~near_background, near_background, near_gap], axis=-1).astype(np.uint8)
 
 
 def synthetic_corpus(n_images: int, size: int, seed: int, core_margin: int) -> tuple[list[np.ndarray], list]:

@@ -4,7 +4,7 @@
 RUN_DIR/config.json        the RunConfig that trained it
         status.json        state (running | done | stopped | interrupted | failed), epoch, heartbeat, pid
         history.csv        one row per epoch: losses, validation loss and learning rate
-        thresholds.json    instance thresholds chosen on the validation scribbles
+        thresholds.json    instance settings chosen on the validation scribbles (thresholds, seed source)
         checkpoints/cycle_K.pt   best-validation weights of ensemble cycle K (loaded with weights_only=True)
         state.pt           everything needed to resume after a stop or crash
 ```
@@ -86,11 +86,13 @@ def read_history(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def read_thresholds(run_dir: str | Path) -> dict[str, float]:
+def read_thresholds(run_dir: str | Path) -> dict[str, float | str]:
+    """The instance settings chosen after training: thresholds (numbers) and the seed source (a name)."""
     path = Path(run_dir) / THRESHOLDS_FILE
     if not path.exists():
         return {}
-    return {key: float(value) for key, value in json.loads(path.read_text()).items()}
+    return {key: value if isinstance(value, str) else float(value)
+            for key, value in json.loads(path.read_text()).items()}
 
 
 @dataclass

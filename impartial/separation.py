@@ -3,12 +3,13 @@
 Touching cells share no background gap for the foreground probability to show, so the network gets a second
 output, the *cell core*: a cell's interior away from its border. Cores of neighbouring cells are several pixels
 apart even where the cells touch, so they seed one watershed basin per cell. The scribbles teach it without extra
-drawing: a cell stroke lies inside a cell (core), and a background stroke, which often runs along the thin gap
-between touching cells, marks the pixels within ``core_margin`` of it as "not a core" (a cell's border).
+drawing: a cell stroke lies inside a cell (core), and a background stroke marks the pixels within ``core_margin``
+of it as "not a core" (a cell's border). Background strokes that run between two cell strokes are the thin gaps of
+touching cells, the pixels that matter most: they count as much as all other background together.
 
 Held-out strokes also judge an instance result without labels (:func:`stroke_consistency`): each cell stroke should
 lie in exactly one cell, no cell should hold two strokes, and background strokes should stay outside the cells.
-:func:`choose_core_threshold` picks the seed threshold of a run by that score.
+:func:`choose_seeds` picks a run's seeds (cores and their threshold, or nuclei) by that score.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from .instances import instances_from_probabilities
 
 # A stroke counts as inside one cell when at least this share of its pixels lies in that cell.
 STROKE_SHARE = 0.8
+# Two cell strokes this close (px) on either side of a background stroke mark it as the gap of touching cells.
+GAP_REACH = 6
 CORE_CANDIDATES = np.round(np.arange(0.1, 0.95, 0.1), 2)
 _NEUTRAL_THRESHOLD = 0.5
 
@@ -54,17 +57,37 @@ def cell_and_background_strokes(scribbles: np.ndarray, config: RunConfig) -> tup
 
 
 def core_targets(scribbles: np.ndarray, config: RunConfig) -> np.ndarray:
-    """(H, W, 2) uint8 training targets of the cell-core output: core pixels, then not-core pixels.
+    """(H, W, 3) uint8 training targets of the cell-core output: core, not core, and the gaps of touching cells.
 
-    Core: every cell stroke. Not core: background strokes and the pixels within ``config.train.core_margin``
-    of them (the border of a cell next to a gap), except where a cell stroke lies.
+    Core: every cell stroke. Not core: background strokes and the pixels within ``config.train.core_margin`` of
+    them (the border of a cell next to background), except where a cell stroke lies. Gap: the same margin around
+    the background-stroke pixels that lie between two different cell strokes, each within ``GAP_REACH`` px: the
+    thin line where touching cells meet. It is scored as a side of its own (see losses.separation_loss), so a few
+    gap pixels weigh as much as all the other background.
     """
     cells, background = cell_and_background_strokes(scribbles, config)
-    if background.any():
-        near_background = ndimage.distance_transform_edt(~background) <= config.train.core_margin
-    else:
-        near_background = background
-    return np.stack([cells, near_background & ~cells], axis=-1).astype(np.uint8)
+    margin = config.train.core_margin
+    gaps = background & _between_two_strokes(cells)
+    not_core, gap = (_near(mask, margin) & ~cells for mask in (background, gaps))
+    return np.stack([cells, not_core, gap], axis=-1).astype(np.uint8)
+
+
+def _near(mask: np.ndarray, distance: float) -> np.ndarray:
+    """(H, W) bool: pixels within ``distance`` of ``mask`` (none when the mask is empty)."""
+    if not mask.any():
+        return mask.copy()
+    return ndimage.distance_transform_edt(~mask) <= distance
+
+
+def _between_two_strokes(cell_strokes: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels with two different cell strokes (8-connected pieces) within ``GAP_REACH`` px."""
+    strokes, n_strokes = ndimage.label(cell_strokes, structure=np.ones((3, 3), bool))
+    if n_strokes < 2:
+        return np.zeros(cell_strokes.shape, bool)
+    size = 2 * GAP_REACH + 1
+    largest = ndimage.maximum_filter(strokes, size=size)
+    smallest = ndimage.minimum_filter(np.where(strokes > 0, strokes, n_strokes + 1), size=size)
+    return (largest > 0) & (smallest <= n_strokes) & (largest != smallest)
 
 
 def stroke_consistency(cells: np.ndarray, cell_strokes: np.ndarray, background_strokes: np.ndarray) -> float:
@@ -128,21 +151,26 @@ class ValidationRegion:
         return stroke_consistency(cells, self.cell_strokes, self.background_strokes)
 
 
-def choose_core_threshold(regions: list[ValidationRegion], config: InstanceConfig,
-                          candidates: np.ndarray = CORE_CANDIDATES) -> float:
-    """The core threshold whose cells agree best with held-out strokes (mean :func:`stroke_consistency`).
+def choose_seeds(regions: list[ValidationRegion], config: InstanceConfig,
+                 candidates: np.ndarray = CORE_CANDIDATES) -> dict[str, str | float]:
+    """The seeds whose cells agree best with held-out strokes (mean :func:`stroke_consistency`).
+
+    Tried in order of preference (the first of equals wins): cell cores at each candidate threshold, nearest to
+    0.5 first, then nuclei (see InstanceConfig.seeds).
 
     Args:
         regions: the validation regions, each with its predictions and strokes.
         config: the other instance settings (the foreground threshold already chosen).
-        candidates: thresholds to try; ties go to the one closest to 0.5.
+        candidates: core thresholds to try.
 
     Returns:
-        The chosen threshold, or ``config.core_threshold`` when no region holds a cell stroke.
+        ``{"seeds": ..., "core_threshold": ...}``; the config's own values when no region holds a cell stroke.
     """
     if not any(region.cell_strokes.any() for region in regions):
-        return float(config.core_threshold)
-    scores = np.array([np.mean([region.consistency(dataclasses.replace(config, core_threshold=float(candidate)))
-                                for region in regions]) for candidate in candidates])
-    best = np.isclose(scores, scores.max())
-    return float(candidates[np.argmin(np.where(best, np.abs(candidates - _NEUTRAL_THRESHOLD), np.inf))])
+        return {"seeds": config.seeds, "core_threshold": float(config.core_threshold)}
+    by_preference = sorted(candidates, key=lambda value: abs(value - _NEUTRAL_THRESHOLD))
+    trials = [{"seeds": "core", "core_threshold": float(value)} for value in by_preference]
+    trials.append({"seeds": "nuclei", "core_threshold": float(config.core_threshold)})
+    scores = [np.mean([region.consistency(dataclasses.replace(config, **trial)) for region in regions])
+              for trial in trials]
+    return trials[int(np.argmax(scores))]

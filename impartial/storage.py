@@ -1,7 +1,10 @@
 """Atomic file writes: a crash mid-save never leaves a half-written file behind.
 
 Every writer goes to a temporary file in the target's folder and is renamed over the
-target only when complete (``os.replace`` is atomic on POSIX and Windows).
+target only when complete (``os.replace`` is atomic on POSIX and Windows). The data reach the disk
+(fsync) before the rename, and the folder entry after it, so a power cut leaves the old file or the
+new one, never an empty one. Files get the permissions a plain ``open`` would give them (0666 less
+the umask), so a shared data volume stays readable by the lab's other accounts.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+_UMASK = os.umask(0)  # read once, at import: os.umask can only be read by setting it
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -32,9 +39,26 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _flush_to_disk(tmp)
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600
         os.replace(tmp, target)
+        _flush_to_disk(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _flush_to_disk(path: Path) -> None:
+    """fsync a file or a folder (folders cannot be opened on Windows: skipped there)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some file systems (and folders on some platforms) do not support fsync
+    finally:
+        os.close(descriptor)
 
 
 def write_bytes(target: str | Path, data: bytes) -> None:

@@ -46,7 +46,7 @@ from .runs import (
 )
 from .sampling import PatchSampler, blind_spots
 from .scribbles import validation_box
-from .separation import ValidationRegion, cell_and_background_strokes, choose_core_threshold, core_targets
+from .separation import ValidationRegion, cell_and_background_strokes, choose_seeds, core_targets
 from .storage import atomic_path, write_json, write_npz, write_text
 
 # Within a time-budgeted cycle the learning rate falls along a cosine from lr to this fraction of lr,
@@ -328,6 +328,9 @@ class Trainer:
             x, scribbles = sampler.sample(cfg.batch)
             corrupted, mask = blind_spots(torch.from_numpy(x), cfg.ratio, cfg.blind_radius, generator)
             total, parts = self._loss(model, corrupted, torch.from_numpy(x), mask, torch.from_numpy(scribbles))
+            if not torch.isfinite(total):
+                raise InputError(f"training diverged: the loss became {float(total)}; lower the learning rate (lr) "
+                                 "or the loss weights and train again")
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -479,11 +482,11 @@ class Trainer:
 
     # --- thresholds ------------------------------------------------------------------------------
 
-    def _choose_thresholds(self) -> dict[str, float]:
-        """Instance thresholds that best separate the validation scribbles (defaults when there are none).
+    def _choose_thresholds(self) -> dict[str, float | str]:
+        """Instance settings chosen on the validation scribbles (defaults when there are none).
 
-        The foreground and nucleus thresholds separate the scribbled pixels best; with separation, the core
-        threshold then makes the cells agree best with the held-out strokes (one stroke per cell).
+        The foreground and nucleus thresholds separate the scribbled pixels best; with separation, the seeds
+        (cell cores and their threshold, or nuclei) then make the cells agree best with the held-out strokes.
         """
         run = Run.load(self.run_dir)
         models = [self._load(path) for path in run.checkpoints]
@@ -509,7 +512,7 @@ class Trainer:
         thresholds = {key: _threshold_over(samples, defaults[key]) for key, samples in scores.items()}
         if regions:
             chosen = dataclasses.replace(self.config.instances, **thresholds)
-            thresholds["core_threshold"] = choose_core_threshold(regions, chosen)
+            thresholds.update(choose_seeds(regions, chosen))
         return thresholds
 
     def _scribble_masks(self, scribbles: np.ndarray, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

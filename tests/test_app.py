@@ -288,9 +288,12 @@ def test_results_show_cell_cores_and_a_seed_slider_that_the_cells_follow(trained
     assert seed.label == "Seed (cell core) threshold"
     assert seed.value == pytest.approx(round(run.thresholds["core_threshold"], 2))
     assert app.slider(key=f"threshold-{run_id}").value == pytest.approx(round(run.thresholds["threshold"], 2))
-    assert any(f"seed threshold {run.thresholds['core_threshold']:.2f}" in text and
-               "each stroke in one cell" in text for text in texts(app, "caption"))
+    assert app.radio(key=f"seeds-{run_id}").value == run.thresholds["seeds"]
+    chosen = (f"seed threshold {run.thresholds['core_threshold']:.2f}" if run.thresholds["seeds"] == "core"
+              else "nuclei as the watershed's seeds")
+    assert any(chosen in text and "each stroke in one cell" in text for text in texts(app, "caption"))
 
+    app.radio(key=f"seeds-{run_id}").set_value("core").run()
     counts = {}
     for value in (0.05, 0.95):
         app.slider(key=f"core-threshold-{run_id}").set_value(value).run()
@@ -346,11 +349,12 @@ def test_the_train_form_settings_reach_the_saved_run_config(data_root):
     app.number_input(key="train.wsep-quick").set_value(0.2)
     assert app.checkbox(key="train.prior-quick").label == "Start from the pretrained cell prior"
     assert app.checkbox(key="separation-quick").label == "Learn to separate touching cells (cell-core output)"
+    assert not app.checkbox(key="separation-quick").value  # off by default (see RunConfig.separation)
     app.checkbox(key="train.prior-quick").uncheck()
-    app.checkbox(key="separation-quick").uncheck()
+    app.checkbox(key="separation-quick").check()
     run_dir = started_run(app, data_root / "projects" / "demo" / "runs")
     saved = RunConfig.load(run_dir / "config.json")
-    assert (saved.train.prior, saved.separation, saved.train.wsep, saved.train.epochs) == (False, False, 0.2, 1)
+    assert (saved.train.prior, saved.separation, saved.train.wsep, saved.train.epochs) == (False, True, 0.2, 1)
     assert open_project(data_root, "demo").config_defaults().train.wsep == 0.2  # remembered for the next visit
     wait_for_the_run_to_end(run_dir)
 
@@ -360,7 +364,7 @@ def test_fine_tuning_keeps_the_earlier_runs_outputs(trained_root):
     runs = root / "projects" / "demo" / "runs"
     before = {path.name for path in runs.iterdir()}
     app = short_run_form(open_page("3_Train.py", project="demo"))
-    assert app.checkbox(key="separation-quick").value  # the form asks for cores; the earlier network has none
+    app.checkbox(key="separation-quick").check()  # the form asks for cores; the earlier network has none
     next(box for box in app.selectbox if box.label == "Start from").set_value(without_cores)
     run_dir = started_run(app, runs, before)
     wait_for_the_run_to_end(run_dir)

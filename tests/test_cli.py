@@ -105,3 +105,44 @@ def test_a_project_run_waits_for_the_device_then_shows_in_the_project(tmp_path, 
     assert "waiting for the device: train of demo by ann (started " in errors
     (run,) = project.runs()  # the dashboard lists the command-line run
     assert run.status["state"] == "done" and (run.dir / "checkpoints" / "cycle_0.pt").exists()
+
+
+@pytest.mark.parametrize("flags, problem", [(["--threads", "-1"], "train.threads"), (["--seed", "-1"], "train.seed"),
+                                            (["--lr", "inf"], "train.lr must be finite")])
+def test_bad_training_numbers_get_one_line(demo, tmp_path, capsys, flags, problem):
+    assert main(["train", "--files", str(demo / "files.csv"), "--out", str(tmp_path / "r"), *flags]) == 2
+    error = capsys.readouterr().err
+    assert problem in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
+def test_bad_prediction_arguments_get_one_line(demo, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--files", str(demo / "files.csv"), "--out", str(run), *TINY]) == 0
+    image = str(demo / "images" / "demo_3.tif")
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("")
+    capsys.readouterr()
+    assert main(["predict", "--run", str(run), "--out", str(a_file), image]) == 2
+    assert "--out must be a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--run", str(run), "--out", str(tmp_path / "p"), "--mcdrop", "0", image])
+    assert stop.value.code == 2
+    assert "--mcdrop: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_project_run_stopped_while_waiting_for_the_device_leaves_no_empty_run(tmp_path, capsys, monkeypatch):
+    import contextlib
+
+    from impartial import cli
+    from impartial.project import create_demo_project
+
+    @contextlib.contextmanager
+    def interrupted_wait(*args):
+        raise KeyboardInterrupt  # Ctrl+C while another job holds the device
+        yield
+
+    monkeypatch.setattr(cli, "_device_turn", interrupted_wait)
+    project = create_demo_project(tmp_path / "data", n_images=1, size=96)
+    assert main(["train", "--project", str(project.dir), "--device", "cpu", *TINY]) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    assert project.runs() == []

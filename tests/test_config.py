@@ -1,6 +1,7 @@
 """The run config: presets, JSON round trip, validation messages."""
 
 import json
+import re
 
 import pytest
 
@@ -13,17 +14,17 @@ def test_output_channels_follow_the_method_layout():
     # then the cell-core logit.
     config = preset_config("full", "vectra")
     assert [task.n_components for task in config.tasks] == [4, 4]
-    assert config.n_task_outputs == 16 and config.n_outputs == 17
-    config.separation = False
-    assert config.n_outputs == 16
+    assert config.n_task_outputs == config.n_outputs == 16
+    config.separation = True
+    assert config.n_outputs == 17
     # scribble maps: (1 class + bg) + (2 classes + bg)
     assert config.n_scribble_channels == 5
     assert config.class_names == ["cytoplasm", "nucleus_in_cytoplasm", "nucleus_out_of_cytoplasm"]
 
 
 def test_tissuenet_and_default_tasks():
-    assert preset_config("quick", "tissuenet").n_outputs == 4 * 3 + 3 * 2 + 1
-    assert RunConfig().n_outputs == 4 * 3 + 1
+    assert preset_config("quick", "tissuenet").n_outputs == 4 * 3 + 3 * 2
+    assert RunConfig().n_outputs == 4 * 3
 
 
 def test_json_round_trip(tmp_path):
@@ -73,3 +74,30 @@ def test_unknown_preset_and_override():
         preset_config("fast")
     with pytest.raises(InputError, match="unknown setting"):
         apply_overrides(RunConfig(), {"train.speed": 1})
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    ({"train.lr": float("inf")}, "train.lr must be finite"),
+    ({"train.wrec": float("nan")}, "train.wrec must be finite"),
+    ({"train.threads": -1}, "train.threads must be 0"),
+    ({"train.seed": -1}, "train.seed must be non-negative"),
+])
+def test_non_finite_and_negative_settings_are_refused(overrides, problem):
+    with pytest.raises(InputError, match=problem):
+        preset_config("quick", **overrides)
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"train": {"lr": 1e999}}, "train.lr must be finite, got inf"),
+    ({"train": {"epochs": "ten"}}, "'train.epochs' must be int, got 'ten'"),
+    ({"train": {"epochs": 2.5}}, "'train.epochs' must be int, got 2.5"),
+    ({"train": {"prior": 1}}, "'train.prior' must be bool, got 1"),
+    ({"separation": "yes"}, "'config.separation' must be bool"),
+])
+def test_a_config_file_with_wrong_types_or_infinite_values_gets_one_line(values, problem):
+    with pytest.raises(InputError, match=re.escape(problem)):
+        RunConfig.from_dict(values).validate()
+
+
+def test_an_integer_learning_rate_in_a_config_file_is_a_number():
+    assert RunConfig.from_dict({"train": {"lr": 1}}).validate().train.lr == 1

@@ -26,6 +26,7 @@ from impartial.io import (
     write_files_csv,
     write_image_tiff,
 )
+from impartial.storage import FILE_MODE, atomic_path, write_text
 
 
 def _ramp(channels=2, height=5, width=6):
@@ -323,3 +324,12 @@ def test_files_csv_group_defaults_to_train(tmp_path):
     (tmp_path / "files.csv").write_text("image,scribbles\na.tif,s.npz\n")
     table = read_files_csv(tmp_path / "files.csv")
     assert list(table["group"]) == ["train"] and pd.isna(table["labels"][0])
+
+
+def test_saved_files_get_the_usual_permissions_and_no_temporary_file_stays(tmp_path):
+    write_text(tmp_path / "a.txt", "hello")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == FILE_MODE
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "b.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.txt"]

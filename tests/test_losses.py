@@ -170,9 +170,9 @@ def test_smoothness_by_hand():
 # --- total ------------------------------------------------------------------------------------
 
 def method_config(tasks):
-    """The quick preset without the separation output: the method's own terms only."""
+    """The quick preset (without the separation output): the method's own terms only."""
     config = preset_config("quick", tasks)
-    config.separation = False
+    assert not config.separation
     return config
 
 

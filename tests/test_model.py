@@ -54,7 +54,7 @@ def test_build_model_follows_the_config():
     model = build_model(config)
     assert model.depth == config.model.depth
     assert model.encoder[0][0].in_channels == 2 and model.encoder[0][0].out_channels == config.model.base
-    assert model.head.out_channels == config.n_outputs == 17
+    assert model.head.out_channels == config.n_outputs == 16
 
 
 def test_mc_dropout_samples_while_eval_is_deterministic():
@@ -86,10 +86,10 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 def test_a_few_steps_reduce_the_loss(dtype):
     # Model and losses together: Adam on one fixed batch must lower the total loss, in both precisions.
     torch.manual_seed(0)
-    config = preset_config("quick", "whole_cell", **{"model.dropout": 0.0})
+    config = preset_config("quick", "whole_cell", **{"model.dropout": 0.0, "separation": True})
     model = UNet(2, config.n_outputs, depth=1, base=4, dropout=0.0)
     x = torch.rand(2, 2, 8, 8)
-    scribbles = torch.zeros(2, 4, 8, 8)  # cell, background, then cell core and not core
+    scribbles = torch.zeros(2, 5, 8, 8)  # cell, background, then cell core, not core and gap
     scribbles[:, 0, :4] = scribbles[:, 2, :3] = 1
     scribbles[:, 1, 4:] = scribbles[:, 3, 3:] = 1
     mask = torch.rand(2, 2, 8, 8) < 0.3

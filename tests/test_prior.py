@@ -20,13 +20,15 @@ CPU = torch.device("cpu")
 def test_dense_targets_part_touching_cells_and_keep_cores_off_the_border():
     # Row [1 1 1 2 2 2 0]: the touching pixels (x = 2, 3) become a gap of background.
     # Cell = x 0, 1, 4, 5. Distance to background: x0 = 2, x1 = 1, x4 = 1, x5 = 1; margin 1 -> core = x 0 only.
+    # Gap: within 1 px of the touching pixels -> x 1..4.
     cells = np.array([[1, 1, 1, 2, 2, 2, 0]], np.int32)
     targets = dense_targets(cells, core_margin=1)
-    assert targets.dtype == np.uint8 and targets.shape == (1, 7, 4)
+    assert targets.dtype == np.uint8 and targets.shape == (1, 7, 5)
     assert targets[0, :, 0].tolist() == [1, 1, 0, 0, 1, 1, 0]  # cell
     assert targets[0, :, 1].tolist() == [0, 0, 1, 1, 0, 0, 1]  # background
     assert targets[0, :, 2].tolist() == [1, 0, 0, 0, 0, 0, 0]  # core
     assert targets[0, :, 3].tolist() == [0, 1, 1, 1, 1, 1, 1]  # not core
+    assert targets[0, :, 4].tolist() == [0, 1, 1, 1, 1, 0, 0]  # gap
 
 
 def test_varied_tissue_draws_different_looking_images():
@@ -40,7 +42,7 @@ def test_varied_tissue_draws_different_looking_images():
 def tiny_prior(tmp_path, monkeypatch):
     """A prior file for the tests' tiny network, holding the weights of a seeded model."""
     monkeypatch.setattr(prior, "PRIOR_DIR", tmp_path / "priors")
-    config = tiny_config()
+    config = tiny_config(separation=True)
     torch.manual_seed(123)
     weights = build_model(config).state_dict()
     path = prior_path(config)
@@ -58,20 +60,20 @@ def test_a_run_of_the_same_shape_takes_every_weight(tiny_prior):
 
 def test_a_run_with_other_tasks_takes_the_body_but_not_the_output_layer(tiny_prior):
     config, weights = tiny_prior
-    taken = prior_weights(tiny_config("vectra"), CPU)
+    taken = prior_weights(tiny_config("vectra", separation=True), CPU)
     assert set(taken) == {name for name in weights if not name.startswith("head.")}
 
 
 def test_no_prior_for_another_shape_or_without_separation(tiny_prior):
     config, _ = tiny_prior
-    assert prior_weights(tiny_config(**{"model.base": 4}), CPU) is None
+    assert prior_weights(tiny_config(separation=True, **{"model.base": 4}), CPU) is None
     assert prior_weights(dataclasses.replace(config, separation=False), CPU) is None
 
 
 def test_training_starts_from_the_prior_unless_switched_off(tiny_prior, tmp_path):
     # With a vanishing learning rate the checkpoint keeps its starting weights.
     config, weights = tiny_prior
-    config = tiny_config(**{"train.lr": 1e-12, "train.epochs": 1})
+    config = tiny_config(separation=True, **{"train.lr": 1e-12, "train.epochs": 1})
     dataset = scribbled_images(config)
     started = Run.load(Trainer(config, dataset, tmp_path / "with").run().dir)
     checkpoint = torch.load(started.checkpoints[0], weights_only=True)
@@ -83,8 +85,8 @@ def test_training_starts_from_the_prior_unless_switched_off(tiny_prior, tmp_path
     assert not torch.allclose(checkpoint["head.weight"], weights["head.weight"].half().float(), atol=1e-3)
 
 
-def test_the_shipped_prior_fits_the_quick_preset():
-    config = preset_config("quick")
+def test_the_shipped_prior_fits_the_quick_preset_with_separation():
+    config = preset_config("quick", separation=True)
     assert prior_path(config) == prior_path(prior_config())
     taken = prior_weights(config, CPU)
     assert taken is not None and set(taken) == set(build_model(config).state_dict())

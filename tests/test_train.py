@@ -112,7 +112,7 @@ def test_run_folder_and_events(small_dataset, tmp_path):
     history = run.history
     assert list(history.epoch) == [1, 2, 3]
     assert np.isfinite(history[["scribble", "rec", "total", "val"]].to_numpy(float)).all()
-    assert set(run.thresholds) == {"threshold", "nucleus_threshold", "core_threshold"}
+    assert set(run.thresholds) == {"threshold", "nucleus_threshold"}
     assert 0 < run.thresholds["threshold"] < 1
 
 
@@ -344,3 +344,12 @@ def test_multi_class_and_multi_task_settings_train_predict_and_segment(tasks, sc
     segmentation = segment(run, item.image)
     assert set(segmentation.prediction.class_probabilities()) == set(class_names)
     assert segmentation.cells.shape == (96, 96) and segmentation.nuclei is not None
+
+
+def test_a_loss_that_becomes_infinite_fails_the_run_with_a_message(small_dataset, tmp_path):
+    config, dataset = small_dataset
+    config.train.lr = 1e30  # finite, but the first step throws the weights to infinity
+    with pytest.raises(InputError, match="training diverged: the loss became .*lower the learning rate"):
+        Trainer(config, dataset, tmp_path / "run").run()
+    status = read_status(tmp_path / "run")
+    assert status["state"] == "failed" and "diverged" in status["message"]

@@ -11,7 +11,7 @@ from impartial.access import MAX_UPLOAD_MB, check_upload_size
 from impartial.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
-MB = 1024 * 1024  # Streamlit's maxUploadSize counts binary megabytes
+MB = 1000 * 1000  # Streamlit's browser counts maxUploadSize in decimal megabytes (except on Windows)
 
 
 def test_limit_is_200_mb_and_matches_streamlit_config():
@@ -22,7 +22,12 @@ def test_limit_is_200_mb_and_matches_streamlit_config():
 
 def test_files_up_to_the_limit_pass():
     check_upload_size("empty.tif", 0)
-    check_upload_size("exactly.tif", 200 * MB)
+    check_upload_size("exactly.tif", 200_000_000)
+
+
+def test_the_limit_is_the_200_000_000_bytes_streamlit_enforces_not_200_mib():
+    with pytest.raises(InputError, match="200.1 MB is larger"):
+        check_upload_size("just_over.tif", 200_000_001)
 
 
 def test_one_byte_over_the_limit_is_refused_with_the_file_name():

@@ -8,12 +8,14 @@ from dashboard.render import heatmap, outline
 from dashboard.state import PAGES, require_project
 from dashboard.training import run_label, runs_with_checkpoints
 from dashboard.uploads import IMAGE_TYPES, add_uploads
+from impartial.config import SEED_SOURCES
 from impartial.metrics import evaluate
 from impartial.runs import Run
 
 DOWNLOADS = {"npz": ("Prediction (npz)", "application/octet-stream"), "csv": ("Cells (CSV)", "text/csv"),
              "tiff": ("Labels (TIFF)", "image/tiff"), "roi": ("ImageJ ROIs (zip)", "application/zip")}
 MAX_COMPARED = 3
+SEED_LABELS = {"core": "cell cores", "nuclei": "nuclei"}
 
 
 def threshold_note(run: Run, has_cores: bool) -> str:
@@ -24,7 +26,10 @@ def threshold_note(run: Run, has_cores: bool) -> str:
                "at the configured ones."
     note = f"The run chose cell probability {chosen['threshold']:.2f} on held-out strokes (it separates the cell " \
            "and background strokes best)"
-    if has_cores and "core_threshold" in chosen:
+    if has_cores and chosen.get("seeds") == "nuclei":
+        note += " and nuclei as the watershed's seeds, which fit the held-out strokes better than the cell cores " \
+                "(each stroke in one cell, no cell with two strokes)"
+    elif has_cores and "core_threshold" in chosen:
         note += f" and seed threshold {chosen['core_threshold']:.2f}, also chosen on held-out strokes: each stroke " \
                 "in one cell, no cell with two strokes"
     return note + "."
@@ -53,16 +58,20 @@ has_cores = prediction.core is not None
 slider_cols = st.columns(3 if has_cores else 2)
 threshold = slider_cols[0].slider("Cell probability threshold", 0.05, 0.95, round(chosen.threshold, 2), step=0.01,
                                   key=f"threshold-{run_id}", help="Starts at the run's validated threshold")
-core_threshold = None
+core_threshold = seeds = None
 if has_cores:
+    seeds = slider_cols[1].radio("Seeds", SEED_SOURCES, index=SEED_SOURCES.index(chosen.seeds), horizontal=True,
+                                 key=f"seeds-{run_id}", format_func=SEED_LABELS.get,
+                                 help="What starts one cell each: the predicted cell cores or the nuclei. "
+                                      "Starts at the run's choice")
     core_threshold = slider_cols[1].slider(
-        "Seed (cell core) threshold", 0.05, 0.95, round(chosen.core_threshold, 2), step=0.01,
+        "Seed (cell core) threshold", 0.05, 0.95, round(chosen.core_threshold, 2), step=0.01, disabled=seeds != "core",
         key=f"core-threshold-{run_id}", help="Each connected piece of cell core above it seeds one cell: lower "
                                              "merges touching cells, higher splits them or misses faint ones. "
                                              "Starts at the run's validated threshold")
 opacity = slider_cols[-1].slider("Outline opacity", 0.0, 1.0, 0.9, step=0.05)
 st.caption(threshold_note(run, has_cores))
-found = images.segmentation(run, project, name, threshold, core_threshold)
+found = images.segmentation(run, project, name, threshold, core_threshold, seeds)
 composite = images.project_composite(project, name)
 
 picture, uncertainty = st.columns(2)
@@ -86,7 +95,7 @@ if labels is not None:
     st.dataframe(pd.DataFrame([evaluate(labels, found.cells)]), hide_index=True)
 
 st.subheader("Downloads")
-files = images.exports(run, project, name, threshold, core_threshold)
+files = images.exports(run, project, name, threshold, core_threshold, seeds)
 buttons = st.columns(len(DOWNLOADS) + 1)
 for column, (kind, (label, mime)) in zip(buttons[:-1], DOWNLOADS.items(), strict=True):
     file_name, data = files[kind]
