@@ -27,6 +27,12 @@ from .storage import atomic_path, write_text
 
 MAX_SIDE = 16384
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
+# Values (channels x height x width) one image may decode to, checked from the header before any pixel is
+# read: 1 GiB as float32. A small compressed file can claim a huge size; on a shared server it must not
+# take everyone's memory.
+MAX_VALUES = 2 ** 28
+# Uncompressed bytes one ImageJ ROI may hold (a traced outline of 100 000 vertices takes under 1 MB).
+MAX_ROI_BYTES = 4 * 1024 * 1024
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -107,7 +113,8 @@ def _read_tiff_image(path: Path) -> np.ndarray:
     with _reading(path), tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         channel_axis, y_axis, x_axis = _tiff_layout(series.axes.upper(), series.shape, path)
-        _check_size(series.shape[y_axis], series.shape[x_axis], path)
+        channels = 1 if channel_axis is None else series.shape[channel_axis]
+        _check_size(series.shape[y_axis], series.shape[x_axis], path, channels)
         pixels = series.asarray()
     if channel_axis is None:
         pixels = pixels[np.newaxis]
@@ -151,7 +158,7 @@ def _layout_from_shape(shape: tuple[int, ...], path: Path) -> tuple[int | None, 
 def _read_pil_image(path: Path) -> np.ndarray:
     with _reading(path), Image.open(path) as picture:
         width, height = picture.size
-        _check_size(height, width, path)
+        _check_size(height, width, path, len(picture.getbands()))
         if picture.mode in ("P", "PA", "CMYK", "YCbCr", "HSV", "RGBA"):
             picture = picture.convert("RGB")
         elif picture.mode in ("1", "LA"):
@@ -170,7 +177,7 @@ def _read_npz_image(path: Path) -> np.ndarray:
         if len(shape) not in (2, 3):
             raise InputError(f"'{key}' has shape {shape}; expected (H, W, C) (use read_tissuenet_npz for stacks)",
                              path)
-        _check_size(shape[0], shape[1], path)
+        _check_size(shape[0], shape[1], path, int(np.prod(shape[2:])))
         pixels = archive[key].reshape(shape)
     pixels = pixels if pixels.ndim == 3 else pixels[..., np.newaxis]
     return np.moveaxis(pixels, -1, 0).astype(np.float32)
@@ -185,10 +192,16 @@ def _npz_shape(path: Path, key: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _check_size(height: int, width: int, path: Path) -> None:
+def _check_size(height: int, width: int, path: Path, channels: int = 1) -> None:
+    """Refuse, from the header alone, images with too many pixels or too many values to decode."""
     if height * width > MAX_PIXELS:
         raise InputError(f"image is {height} x {width} pixels, larger than the {MAX_SIDE} x {MAX_SIDE} allowed; "
                          "crop or tile it first", path)
+    if channels * height * width > MAX_VALUES:
+        gib = channels * height * width * 4 / 2 ** 30
+        raise InputError(f"image has {channels} channels of {height} x {width} pixels, {gib:.1f} GiB decoded, more "
+                         f"than the {MAX_VALUES * 4 / 2 ** 30:.0f} GiB allowed; keep the channels you need or tile it",
+                         path)
 
 
 def _check_pixels(image: np.ndarray, path: Path | str) -> None:
@@ -268,6 +281,7 @@ def read_roi_zip(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     pixels inside an odd number of their polygons.
     """
     path = _existing(path)
+    _check_roi_sizes(path)
     with _reading(path):
         rois = roifile.ImagejRoi.fromfile(path)
     rois = rois if isinstance(rois, list) else [rois]
@@ -278,6 +292,19 @@ def read_roi_zip(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
         window, inside = _pixels_inside(roi.coordinates(multi=True), shape)
         labels[window][inside] = roi_id
     return labels
+
+
+def _check_roi_sizes(path: Path) -> None:
+    """Refuse a ROI zip whose entries would decompress to more than ``MAX_ROI_BYTES`` each (from the zip index)."""
+    if not zipfile.is_zipfile(path):
+        if path.stat().st_size > MAX_ROI_BYTES:
+            raise InputError(f"ROI file is larger than {MAX_ROI_BYTES // 2 ** 20} MB", path)
+        return
+    with zipfile.ZipFile(path) as archive:
+        for entry in archive.infolist():
+            if entry.file_size > MAX_ROI_BYTES:
+                raise InputError(f"ROI '{entry.filename}' would take {entry.file_size / 2 ** 20:.0f} MB, more than "
+                                 f"the {MAX_ROI_BYTES // 2 ** 20} MB one outline may hold", path)
 
 
 def _pixels_inside(polygons: list[np.ndarray], shape: tuple[int, int]) -> tuple[tuple[slice, slice], np.ndarray]:
@@ -322,7 +349,7 @@ def read_tissuenet_npz(path: str | Path) -> list[tuple[np.ndarray, np.ndarray | 
         shape = _npz_shape(path, "X")
         if len(shape) != 4:
             raise InputError(f"'X' has shape {shape}; expected (N, H, W, C)", path)
-        _check_size(shape[1], shape[2], path)
+        _check_size(shape[1], shape[2], path, shape[0] * shape[3])
         images = np.moveaxis(archive["X"], -1, 1).astype(np.float32)
         labels = np.moveaxis(archive["y"], -1, 1) if "y" in archive else None
     if labels is not None and (labels.shape[0], *labels.shape[2:]) != (images.shape[0], *images.shape[2:]):

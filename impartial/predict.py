@@ -19,7 +19,7 @@ from .config import RunConfig
 from .errors import InputError
 from .losses import class_probabilities, split_outputs
 from .model import UNet, autocast, build_model, compute_dtype, enable_mc_dropout, pick_device
-from .runs import Run
+from .runs import Run, load_weights
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))  # none, left-right, up-down, both (C, H, W)
 
@@ -89,7 +89,7 @@ def load_models(run: Run, device: torch.device) -> list[UNet]:
     models = []
     for path in run.require_checkpoints():
         model = build_model(run.config)
-        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        model.load_state_dict(load_weights(path, device))
         models.append(model.to(device))
     return models
 

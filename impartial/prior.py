@@ -25,6 +25,7 @@ from .config import RunConfig, TaskConfig, preset_config
 from .io import normalize_percentile
 from .losses import total_loss
 from .model import UNet, autocast, build_model, compute_dtype, pick_device
+from .runs import load_weights
 from .sampling import PatchSampler, blind_spots
 from .scribbles import shared_borders
 from .storage import atomic_path
@@ -49,7 +50,7 @@ def prior_weights(config: RunConfig, device: torch.device) -> dict[str, torch.Te
     path = prior_path(config)
     if not config.separation or not path.exists():
         return None
-    weights = torch.load(path, map_location=device, weights_only=True)
+    weights = load_weights(path, device)
     expected = build_model(config).state_dict()
     fitting = {name: value.float() for name, value in weights.items()
                if name in expected and expected[name].shape == value.shape}

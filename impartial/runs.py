@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from .config import RunConfig
 from .errors import InputError
@@ -79,20 +80,47 @@ def _still_running(status: dict[str, Any]) -> bool:
 
 
 def read_history(run_dir: str | Path) -> pd.DataFrame:
-    """Per-epoch losses (empty frame with the usual columns when none yet)."""
+    """Per-epoch losses (empty frame with the usual columns when none yet); a damaged file raises InputError."""
     path = Path(run_dir) / HISTORY_FILE
     if not path.exists():
         return pd.DataFrame(columns=HISTORY_COLUMNS)
-    return pd.read_csv(path)
+    try:
+        history = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise InputError(f"the training history is damaged ({type(error).__name__})", path) from None
+    if "epoch" not in history:
+        raise InputError("the training history is damaged (no epoch column)", path)
+    return history
 
 
 def read_thresholds(run_dir: str | Path) -> dict[str, float | str]:
-    """The instance settings chosen after training: thresholds (numbers) and the seed source (a name)."""
+    """The instance settings chosen after training: thresholds (numbers) and the seed source (a name).
+
+    A damaged file raises InputError naming it."""
     path = Path(run_dir) / THRESHOLDS_FILE
     if not path.exists():
         return {}
-    return {key: value if isinstance(value, str) else float(value)
-            for key, value in json.loads(path.read_text()).items()}
+    try:
+        values = json.loads(path.read_text())
+        return {key: value if isinstance(value, str) else float(value) for key, value in values.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        raise InputError("the chosen thresholds are damaged; delete the file to use the configured ones",
+                         path) from None
+
+
+def load_weights(path: str | Path, device: torch.device) -> dict[str, Any]:
+    """A checkpoint or training state, loaded with ``weights_only=True``; a damaged file raises InputError.
+
+    torch's own message for a refused file suggests ``weights_only=False``, which would run code from the file:
+    the user sees only that the file is damaged.
+    """
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise InputError("not found", path) from None
+    except Exception as error:  # torch raises many kinds (RuntimeError, UnpicklingError, EOFError, ...)
+        raise InputError(f"cannot load it: the file is damaged or not a weights file ({type(error).__name__})",
+                         path) from None
 
 
 @dataclass

@@ -41,6 +41,7 @@ from .runs import (
     THRESHOLDS_FILE,
     Run,
     checkpoint_paths,
+    load_weights,
     read_status,
     write_status,
 )
@@ -329,8 +330,8 @@ class Trainer:
             corrupted, mask = blind_spots(torch.from_numpy(x), cfg.ratio, cfg.blind_radius, generator)
             total, parts = self._loss(model, corrupted, torch.from_numpy(x), mask, torch.from_numpy(scribbles))
             if not torch.isfinite(total):
-                raise InputError(f"training diverged: the loss became {float(total)}; lower the learning rate (lr) "
-                                 "or the loss weights and train again")
+                raise InputError(f"training diverged: the loss became {float(total.detach())}; lower the learning "
+                                 "rate (lr) or the loss weights and train again")
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -395,7 +396,7 @@ class Trainer:
         progress = _Progress()
         state_path = self.run_dir / STATE_FILE
         if state_path.exists():
-            state = torch.load(state_path, map_location=self.device, weights_only=True)
+            state = load_weights(state_path, self.device)
             model.load_state_dict(state["model"])
             optimizer = self._optimizer(model)
             optimizer.load_state_dict(state["optimizer"])
@@ -416,7 +417,7 @@ class Trainer:
             raise InputError("cannot fine-tune: that run has different channels, tasks or network shape",
                              self.init_from)
         latest = earlier.require_checkpoints()[-1]
-        return torch.load(latest, map_location=self.device, weights_only=True)
+        return load_weights(latest, self.device)
 
     def _optimizer(self, model: UNet) -> torch.optim.Optimizer:
         cfg = self.config.train
@@ -531,7 +532,7 @@ class Trainer:
 
     def _load(self, path: Path) -> UNet:
         model = build_model(self.config).to(self.device)
-        model.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        model.load_state_dict(load_weights(path, self.device))
         return model
 
 

@@ -1,6 +1,7 @@
 """Reading images, labels, ROI zips, scribbles and files.csv; every bad input names its file."""
 
 import itertools
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -333,3 +334,35 @@ def test_saved_files_get_the_usual_permissions_and_no_temporary_file_stays(tmp_p
         tmp.write_text("half")
         raise RuntimeError("crash mid-write")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_a_small_tiff_with_many_channels_is_refused_before_decoding(tmp_path):
+    # 20 channels of 4096 x 4096 in zlib tiles: a few hundred kB on disk, 1.25 GiB as float32
+    tile = np.zeros((1024, 1024), np.uint8)
+    tifffile.imwrite(tmp_path / "many.tif", data=itertools.repeat(tile, 20 * 16), shape=(20, 4096, 4096),
+                     dtype=np.uint8, tile=(1024, 1024), compression="zlib", metadata={"axes": "CYX"})
+    assert (tmp_path / "many.tif").stat().st_size < 2_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match="many.tif: image has 20 channels of 4096 x 4096 pixels, 1.2 GiB"):
+            read_image(tmp_path / "many.tif")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2 ** 20  # the header was read, not the pixels
+
+
+def test_an_npz_claiming_many_channels_is_refused_from_its_header(tmp_path):
+    with zipfile.ZipFile(tmp_path / "many.npz", "w") as archive, archive.open("image.npy", "w") as stream:
+        np.lib.format.write_array_header_1_0(stream, {"descr": "|u1", "fortran_order": False,
+                                                      "shape": (4096, 4096, 40)})
+    with pytest.raises(InputError, match="image has 40 channels"):
+        read_image(tmp_path / "many.npz")
+
+
+def test_a_roi_zip_entry_that_would_decompress_to_gigabytes_is_refused(tmp_path):
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("0001.roi", b"\0" * (5 * 2 ** 20))  # 5 MB of zeros, a few kB compressed
+    assert (tmp_path / "bomb.zip").stat().st_size < 100_000
+    with pytest.raises(InputError, match="ROI '0001.roi' would take 5 MB"):
+        read_labels(tmp_path / "bomb.zip", shape=(64, 64))

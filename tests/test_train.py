@@ -14,6 +14,7 @@ import torch
 import impartial.train as train_module
 from factories import scribbled_images, tiny_config
 from impartial.errors import InputError
+from impartial.predict import predict_image
 from impartial.runs import Run, read_status
 from impartial.train import LR_FLOOR, Trainer
 
@@ -353,3 +354,35 @@ def test_a_loss_that_becomes_infinite_fails_the_run_with_a_message(small_dataset
         Trainer(config, dataset, tmp_path / "run").run()
     status = read_status(tmp_path / "run")
     assert status["state"] == "failed" and "diverged" in status["message"]
+
+
+@pytest.mark.parametrize("damaged, check", [
+    ("checkpoints/cycle_0.pt", lambda run_dir: predict_image(Run.load(run_dir), np.zeros((2, 32, 32), np.float32))),
+    ("thresholds.json", Run.load),
+    ("history.csv", lambda run_dir: Run.load(run_dir).history),
+])
+def test_a_damaged_run_file_gives_one_line_naming_it(small_dataset, tmp_path, damaged, check):
+    config, dataset = small_dataset
+    run_dir = _train(config, dataset, tmp_path / "run")[0].dir
+    path = run_dir / damaged
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3] + b"\x00garbage\xff")
+    with pytest.raises(InputError) as error:
+        check(run_dir)
+    message = str(error.value)
+    assert message.startswith(str(path)) and "damaged" in message
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_a_damaged_training_state_stops_the_resume_with_one_line(small_dataset, tmp_path):
+    config, dataset = small_dataset
+    trainer = None
+
+    def stop_at_once(event):
+        if event.kind == "epoch":
+            trainer.request_stop()
+
+    trainer = Trainer(config, dataset, tmp_path / "run", on_event=stop_at_once)
+    trainer.run()
+    (tmp_path / "run" / "state.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(InputError, match="state.pt: cannot load it: the file is damaged"):
+        Trainer(config, dataset, tmp_path / "run").run()

@@ -92,11 +92,8 @@ def test_new_user_scribbles_trains_and_downloads(page, dashboard_url, screenshot
     page.screenshot(path=screenshots / "3_train.png", full_page=True)
 
     go_to(page, "Results")
-    # exact: "Variance: cell cores" contains the same words
+    # exact: "Variance: cell cores" (runs with the optional cell-core output, see tests/test_app.py) holds the words
     expect(page.get_by_text("Variance: cell", exact=True)).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
-    expect(page.get_by_text("Cell cores", exact=True)).to_be_visible()  # the demo's quick run separates cells
-    expect(page.get_by_text("Variance: cell cores", exact=True)).to_be_visible()
-    expect(page.get_by_test_id("stSlider").filter(has_text="Seed (cell core) threshold")).to_be_visible()
     page.screenshot(path=screenshots / "4_results.png", full_page=True)
 
     with np.load(io.BytesIO(download(page, "Prediction (npz)")), allow_pickle=False) as archive:
