@@ -12,13 +12,14 @@ Three modes, first match wins:
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
 import streamlit as st
 
-from impartial.access import AccessSettings, load_settings
+from impartial.access import AccessSettings, LoginThrottle, load_settings
 from impartial.errors import InputError
 
 USER_KEY = "impartial_user"
@@ -70,11 +71,22 @@ def _password_login(settings: AccessSettings) -> NoReturn:
         password = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Log in")
     if submitted:
-        if settings.verify(user, password):
+        answer = _login_throttle().attempt(user, st.context.ip_address or "unknown client",
+                                           lambda: settings.verify(user, password))
+        if answer is True:
             st.session_state[USER_KEY] = user
             st.rerun()
-        st.error("Wrong user name or password")
+        if answer is False:
+            st.error("Wrong user name or password")
+        else:
+            st.error(f"Too many failed logins: try again in {math.ceil(answer)} s")
     st.stop()
+
+
+@st.cache_resource
+def _login_throttle() -> LoginThrottle:
+    """One record of failed logins for every session of this server."""
+    return LoginThrottle()
 
 
 def _forget_user() -> None:

@@ -17,6 +17,7 @@ every other name. Projects belong to the user who created them unless marked sha
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import hmac
@@ -25,7 +26,9 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,15 +164,75 @@ class AccessSettings:
     def verify(self, user: str, password: str) -> bool:
         """True when ``user`` may log in with ``password``.
 
-        A listed user must give their own password; the shared password covers the rest.
+        A listed user must give their own password; the shared password covers the rest. Every check runs one
+        scrypt, against a stand-in hash for names that are not listed, so the time to answer does not tell
+        whether a user name exists.
         """
         if not valid_user_name(user) or not password:
             return False
+        own_password = check_password(password, self.users.get(user) or _stand_in_hash())
         if user in self.users:
-            return check_password(password, self.users[user])
+            return own_password
         if self.shared_password:
             return hmac.compare_digest(password.encode("utf-8"), self.shared_password.encode("utf-8"))
         return False
+
+
+@functools.cache
+def _stand_in_hash() -> str:
+    """A valid hash of a random password: what an unknown user name is checked against."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
+class LoginThrottle:
+    """Growing delays after failed logins, per user name and per client (thread-safe, shared by all sessions).
+
+    The first ``FREE_FAILURES`` failures of a key cost nothing; after that, a key must wait
+    ``BASE_DELAY_S * 2 ** (failures - FREE_FAILURES)`` seconds (at most ``MAX_DELAY_S``) from its last failure
+    before its next attempt is even checked. A success clears the user name's and the client's record.
+
+    Args:
+        clock: seconds, monotonic (tests pass a fake one).
+    """
+
+    FREE_FAILURES = 3
+    BASE_DELAY_S = 1.0
+    MAX_DELAY_S = 300.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failures: dict[str, tuple[int, float]] = {}  # key -> (failures in a row, time of the last)
+        self._lock = threading.Lock()
+
+    def wait_s(self, user: str, client: str) -> float:
+        """Seconds before an attempt for this user name from this client will be checked (0: now)."""
+        with self._lock:
+            return max(self._remaining(key) for key in self._keys(user, client))
+
+    def attempt(self, user: str, client: str, check: Callable[[], bool]) -> bool | float:
+        """Run ``check`` unless a wait is due: True / False is its answer, a float the seconds left to wait."""
+        wait = self.wait_s(user, client)
+        if wait > 0:
+            return wait
+        success = check()
+        with self._lock:
+            for key in self._keys(user, client):
+                if success:
+                    self._failures.pop(key, None)
+                else:
+                    self._failures[key] = (self._failures.get(key, (0, 0.0))[0] + 1, self._clock())
+        return success
+
+    def _remaining(self, key: str) -> float:
+        failures, last = self._failures.get(key, (0, 0.0))
+        if failures < self.FREE_FAILURES:
+            return 0.0
+        delay = min(self.BASE_DELAY_S * 2 ** (failures - self.FREE_FAILURES), self.MAX_DELAY_S)
+        return max(0.0, last + delay - self._clock())
+
+    @staticmethod
+    def _keys(user: str, client: str) -> tuple[str, str]:
+        return f"user:{user.lower()}", f"client:{client}"
 
 
 def load_settings(

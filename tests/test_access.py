@@ -191,3 +191,66 @@ def test_login_gate_keeps_everyone_out_when_the_users_file_is_broken(monkeypatch
     app = _gate(monkeypatch, IMPARTIAL_USERS_FILE=str(users_file))
     assert not app.markdown and not app.text_input
     assert "users line 1" in app.error[0].value
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failed_logins_cost_growing_waits_per_user_name_and_per_client():
+    clock = FakeClock()
+    throttle = access.LoginThrottle(clock)
+    for _ in range(3):  # three free tries
+        assert throttle.attempt("alice", "10.0.0.1", lambda: False) is False
+    assert throttle.attempt("alice", "10.0.0.1", lambda: True) == pytest.approx(1.0)  # 2 ** 0 s, not checked
+    assert throttle.wait_s("bob", "10.0.0.1") == pytest.approx(1.0)  # the same client, another name
+    assert throttle.wait_s("alice", "10.0.0.2") == pytest.approx(1.0)  # the same name, another client
+    assert throttle.wait_s("bob", "10.0.0.2") == 0
+    clock.now += 1.0
+    assert throttle.attempt("alice", "10.0.0.1", lambda: False) is False
+    assert throttle.wait_s("alice", "10.0.0.1") == pytest.approx(2.0)  # doubles with each failure
+    clock.now += 2.0
+    assert throttle.attempt("alice", "10.0.0.1", lambda: True) is True  # a success clears both records
+    assert throttle.wait_s("alice", "10.0.0.1") == 0 and throttle.wait_s("carol", "10.0.0.1") == 0
+
+
+def test_the_wait_is_capped():
+    clock = FakeClock()
+    throttle = access.LoginThrottle(clock)
+    for _ in range(30):
+        throttle.attempt("alice", "c", lambda: False)
+        clock.now += throttle.wait_s("alice", "c")
+    throttle.attempt("alice", "c", lambda: False)
+    assert throttle.wait_s("alice", "c") == access.LoginThrottle.MAX_DELAY_S
+
+
+def test_an_unknown_user_name_costs_one_scrypt_like_a_known_one(monkeypatch):
+    settings = access.AccessSettings(shared_password="lab", users={"alice": ALICE_HASH})
+    calls = []
+    real = access._scrypt
+    monkeypatch.setattr(access, "_scrypt", lambda *args: calls.append(args[0]) or real(*args))
+    for user in ("alice", "nobody", "alice", "nobody"):
+        calls.clear()
+        settings.verify(user, "wrong")
+        assert len(calls) == 1, user
+
+
+def test_login_gate_throttles_repeated_wrong_passwords(monkeypatch):
+    from dashboard.access import _login_throttle
+
+    _login_throttle.clear()
+    app = _gate(monkeypatch, IMPARTIAL_PASSWORD="lab-password")
+    app.text_input[0].input("mallory")
+    for _ in range(3):
+        app.text_input[1].input("guess")
+        app.button[0].click().run()
+        assert [element.value for element in app.error] == ["Wrong user name or password"]
+    app.text_input[1].input("lab-password")  # right, but within the wait: not even checked
+    app.button[0].click().run()
+    assert [element.value for element in app.error] == ["Too many failed logins: try again in 1 s"]
+    assert "impartial_user" not in app.session_state
+    _login_throttle.clear()
