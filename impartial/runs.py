@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ HISTORY_COLUMNS = ["epoch", "cycle", "elapsed_s", "scribble", "rec", "reg", "sep
 
 # A "running" run whose heartbeat is older than this is treated as dead even if its pid was reused.
 STALE_AFTER_S = 15 * 60
+# Tells this process from an earlier one that had the same pid (pid 1 in a container after a restart).
+PROCESS_ID = uuid.uuid4().hex
 
 
 def checkpoint_paths(run_dir: str | Path) -> list[Path]:
@@ -46,8 +49,8 @@ def checkpoint_paths(run_dir: str | Path) -> list[Path]:
 
 
 def write_status(run_dir: str | Path, state: str, **fields: Any) -> dict[str, Any]:
-    """Record the run's state with this process's pid and a fresh heartbeat."""
-    status = {"state": state, "pid": os.getpid(), "updated": time.time(), **fields}
+    """Record the run's state with this process's pid and id and a fresh heartbeat."""
+    status = {"state": state, "pid": os.getpid(), "process": PROCESS_ID, "updated": time.time(), **fields}
     write_json(Path(run_dir) / STATUS_FILE, status)
     return status
 
@@ -69,7 +72,8 @@ def _still_running(status: dict[str, Any]) -> bool:
         return False
     pid = int(status.get("pid", -1))
     if pid == os.getpid():
-        return True
+        # In a container the server is pid 1 before and after a restart: only this very process counts.
+        return status.get("process", PROCESS_ID) == PROCESS_ID
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -4,6 +4,7 @@ schedules (cycles, patience, best checkpoints, time budgets) checked by hand on 
 import dataclasses
 import json
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,7 +16,7 @@ import impartial.train as train_module
 from factories import scribbled_images, tiny_config
 from impartial.errors import InputError
 from impartial.predict import predict_image
-from impartial.runs import Run, read_status
+from impartial.runs import PROCESS_ID, Run, read_status
 from impartial.train import LR_FLOOR, Trainer
 
 
@@ -163,6 +164,20 @@ def test_interrupted_run_reads_as_interrupted(small_dataset, tmp_path):
     status.update(state="running", pid=2 ** 22 + 12345)  # a process that does not exist
     (run.dir / "status.json").write_text(json.dumps(status))
     assert read_status(run.dir)["state"] == "interrupted"
+
+
+def test_a_run_left_running_by_an_earlier_process_with_the_same_pid_reads_as_interrupted(small_dataset, tmp_path):
+    # a server restarted in a container is pid 1 again: the pid alone cannot tell the old process from this one
+    config, dataset = small_dataset
+    run, _ = _train(config, dataset, tmp_path / "run")
+    status = json.loads((run.dir / "status.json").read_text())
+    status.update(state="running", process="an earlier server process")
+    assert status["pid"] == os.getpid()
+    (run.dir / "status.json").write_text(json.dumps(status))
+    assert read_status(run.dir)["state"] == "interrupted"
+    status.update(process=PROCESS_ID)  # this process's own running run is alive
+    (run.dir / "status.json").write_text(json.dumps(status))
+    assert read_status(run.dir)["state"] == "running"
 
 
 def test_time_budget_ends_the_run(small_dataset, tmp_path):
