@@ -9,7 +9,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from impartial.access import check_upload_size
 from impartial.errors import InputError
-from impartial.project import Project
+from impartial.project import Project, check_importable, import_roots_from_environment
 
 from .state import data_root, show_input_errors, user
 
@@ -52,14 +52,13 @@ def add_label_upload(project: Project, image: str, file: UploadedFile) -> bool:
 def import_server_folder(project: Project, folder: str) -> list[str]:
     """Import a folder (or TissueNet .npz) on the server.
 
-    With logins on, only paths inside the data root may be read, so users cannot browse the server.
+    With logins on, only the folders :func:`impartial.project.check_importable` allows may be read, so users can
+    neither browse the server nor copy another user's private project.
     """
     path = Path(folder).expanduser()
-    if user() is not None and not path.resolve().is_relative_to(data_root()):
-        show_input_errors([InputError(f"on a shared server only folders inside {data_root()} can be imported",
-                                      folder)])
-        return []
     try:
+        if user() is not None:
+            path = check_importable(path, data_root(), user(), import_roots_from_environment())
         names, errors = project.import_folder(path)
     except InputError as error:
         names, errors = [], [error]

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATA_ROOT = Path("impartial-data")
 DATA_ROOT_ENV = "IMPARTIAL_DATA"
+IMPORT_ROOTS_ENV = "IMPARTIAL_IMPORT_ROOTS"
+IMPORTS_DIR = "imports"  # <data root>/imports: a drop folder every user may import from
 PROJECTS_DIR = "projects"
 META_FILE = "project.json"
 SETTINGS_FILE = "settings.json"
@@ -90,6 +92,33 @@ def safe_name(filename: str) -> str:
 
 def projects_root(data_root: str | Path) -> Path:
     return Path(data_root) / PROJECTS_DIR
+
+
+def check_importable(path: str | Path, data_root: str | Path, user: str, import_roots: Iterable[Path] = ()) -> Path:
+    """The resolved ``path`` when ``user`` may import it on a shared server; InputError otherwise.
+
+    Importable: folders and files inside a project the user may open (see impartial.access.can_open), inside
+    ``<data root>/imports`` (a drop folder for everyone), or inside a folder an administrator lists in
+    ``$IMPARTIAL_IMPORT_ROOTS``. Links are resolved first, so none leads into another user's private project.
+    """
+    resolved = Path(path).expanduser().resolve()
+    projects = projects_root(data_root).resolve()
+    if resolved.is_relative_to(projects) and resolved != projects:
+        name = resolved.relative_to(projects).parts[0]
+        meta_path = projects / name / META_FILE
+        if meta_path.exists() and can_open(json.loads(meta_path.read_text()), user):
+            return resolved
+        raise InputError("this folder belongs to a project you cannot open", path)
+    allowed = [Path(data_root).resolve() / IMPORTS_DIR, *(Path(root).resolve() for root in import_roots)]
+    if any(resolved.is_relative_to(root) for root in allowed):
+        return resolved
+    raise InputError("on a shared server only your projects' folders, " + ", ".join(str(root) for root in allowed)
+                     + " can be imported", path)
+
+
+def import_roots_from_environment() -> list[Path]:
+    """Folders an administrator lists as importable, ``$IMPARTIAL_IMPORT_ROOTS`` (separated by ``os.pathsep``)."""
+    return [Path(part) for part in os.environ.get(IMPORT_ROOTS_ENV, "").split(os.pathsep) if part.strip()]
 
 
 @dataclass(frozen=True)

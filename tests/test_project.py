@@ -13,6 +13,7 @@ from impartial.io import normalize_percentile
 from impartial.project import (
     DEFAULT_DATA_ROOT,
     Project,
+    check_importable,
     create_demo_project,
     create_project,
     data_root_from_env,
@@ -331,3 +332,38 @@ def test_demo_project_is_ready_to_train_and_idempotent(tmp_path):
     again = create_demo_project(tmp_path, n_images=3, size=64, seed=0)
     assert again.dir == demo.dir and again.images() == demo.images()
     assert [info.name for info in list_projects(tmp_path)] == ["demo"]  # no building folder left behind
+
+
+@pytest.fixture
+def two_users_root(tmp_path):
+    """A data root with alice's private project, bob's shared one, the imports drop folder and an outside folder."""
+    root = tmp_path / "data"
+    create_project(root, "alice-private", ["membrane", "nuclear"], whole_cell_tasks(), owner="alice")
+    create_project(root, "bob-shared", ["membrane", "nuclear"], whole_cell_tasks(), owner="bob", shared=True)
+    (root / "imports" / "batch").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    return root
+
+
+def test_import_refuses_another_users_private_project(two_users_root):
+    private_images = two_users_root / "projects" / "alice-private" / "images"
+    assert check_importable(private_images, two_users_root, "alice") == private_images.resolve()
+    with pytest.raises(InputError, match="belongs to a project you cannot open"):
+        check_importable(private_images, two_users_root, "bob")
+
+
+def test_a_link_into_a_private_project_is_refused_too(two_users_root):
+    link = two_users_root / "imports" / "sneaky"
+    link.symlink_to(two_users_root / "projects" / "alice-private" / "images")
+    with pytest.raises(InputError, match="belongs to a project you cannot open"):
+        check_importable(link, two_users_root, "bob")
+
+
+def test_shared_projects_the_drop_folder_and_listed_roots_are_importable(two_users_root, tmp_path):
+    assert check_importable(two_users_root / "projects" / "bob-shared", two_users_root, "alice")
+    assert check_importable(two_users_root / "imports" / "batch", two_users_root, "alice")
+    with pytest.raises(InputError, match="only your projects' folders"):
+        check_importable(tmp_path / "elsewhere", two_users_root, "alice")
+    with pytest.raises(InputError, match="only your projects' folders"):
+        check_importable(two_users_root, two_users_root, "alice")  # the data root itself: every project's files
+    assert check_importable(tmp_path / "elsewhere", two_users_root, "alice", [tmp_path / "elsewhere"])

@@ -37,7 +37,9 @@ with labels_tab:
         st.caption("Add images first.")
 
 with folder_tab, st.form("import-folder"):
-    folder = st.text_input("Folder or TissueNet .npz on the server", placeholder="/data/incoming/tissuenet_test.npz")
+    folder = st.text_input("Folder or TissueNet .npz on the server", placeholder="/data/imports/tissuenet_test.npz",
+                           help="With logins on: your projects' folders, the data root's imports/ folder, or "
+                                "folders the administrator lists in IMPARTIAL_IMPORT_ROOTS")
     if st.form_submit_button("Import") and folder.strip():
         import_server_folder(project, folder.strip())
 
