@@ -46,7 +46,8 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
     def work(ctx: JobContext) -> Run | None:
         device = slot_device(config.train.device, ctx.slot)
         # a command-line run on the same server may hold the device: wait for it, stoppable
-        with device_turn(project.data_root, device, f"{label} of {project.name} by {owner}",
+        # the lock's description is shown to whoever waits: no project or user name in it
+        with device_turn(project.data_root, device, "a dashboard training",
                          on_wait=lambda holder: ctx.report(kind="waiting", message=f"Waiting for {holder}."),
                          stop_event=ctx.stop_event) as granted:
             if not granted:
@@ -84,6 +85,19 @@ def stop_job(job: JobInfo) -> None:
         job_manager().cancel(job.id, user())
     except PermissionError as error:
         st.error(str(error))
+
+
+def job_line(job: JobInfo, visible_projects: set[str]) -> str:
+    """One line of the device queue. A job of a project the viewer cannot open shows only its state and place."""
+    if job.state == "queued":
+        where = f"queue position {job.queue_position}"
+    elif job.progress.get("kind") == "waiting":
+        where = job.progress["message"]
+    else:
+        where = f"epoch {epoch_count(job.progress)}, remaining {format_seconds(job.progress.get('remaining_s'))}"
+    if job.project not in visible_projects:
+        return f"**another user's training** — {job.state}, {where}"
+    return f"**{job.label}** — {job.state}, {where} (by {job.owner})"
 
 
 def format_seconds(seconds: float | None) -> str:

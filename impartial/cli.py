@@ -212,8 +212,9 @@ def _device_turn(project, trainer, run_dir: Path) -> contextlib.AbstractContextM
         return contextlib.nullcontext(True)
     from .devicelock import device_turn
 
-    return device_turn(project.data_root, trainer.device, f"command-line run {run_dir.name} of {project.name}",
-                       on_wait=lambda holder: print(f"waiting for the device: {holder} is training", file=sys.stderr))
+    # the lock's description is shown to whoever waits, other users included: no project name in it
+    return device_turn(project.data_root, trainer.device, "a command-line training",
+                       on_wait=lambda holder: print(f"waiting for the device: {holder} holds it", file=sys.stderr))
 
 
 def run_predict(args: argparse.Namespace) -> int:

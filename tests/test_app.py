@@ -370,3 +370,17 @@ def test_fine_tuning_keeps_the_earlier_runs_outputs(trained_root):
     wait_for_the_run_to_end(run_dir)
     saved, earlier = Run.load(run_dir).config, Run.load(runs / without_cores).config
     assert (saved.separation, saved.model) == (False, earlier.model)
+
+
+def test_the_device_queue_hides_other_users_private_projects_and_names():
+    from dashboard.training import job_line
+    from impartial.jobs import JobInfo
+
+    job = JobInfo(id="1", owner="alice", project="alice-secret-study", label="train · alice-secret-study",
+                  state="queued", progress={}, error=None, created=0.0, started=None, finished=None,
+                  queue_position=2)
+    hidden = job_line(job, visible_projects={"bob-project"})
+    assert hidden == "**another user's training** — queued, queue position 2"
+    assert "alice" not in hidden
+    assert job_line(job, visible_projects={"alice-secret-study"}) == (
+        "**train · alice-secret-study** — queued, queue position 2 (by alice)")

@@ -14,7 +14,7 @@ from dashboard.state import (
     show_input_errors,
     user,
 )
-from dashboard.training import epoch_count, format_seconds, stop_job
+from dashboard.training import job_line, stop_job
 from impartial.config import TASK_PRESETS
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES
@@ -78,15 +78,9 @@ st.write(f"Training runs on: **{device_name()}**. One training runs per GPU, or 
 waiting = [job for job in job_manager().jobs() if job.state not in FINAL_STATES]
 if not waiting:
     st.caption("No jobs running or queued.")
+visible = {info.name for info in projects}
 for job in waiting:
-    if job.state == "queued":
-        where = f"queue position {job.queue_position}"
-    elif job.progress.get("kind") == "waiting":
-        where = job.progress["message"]
-    else:
-        remaining = format_seconds(job.progress.get("remaining_s"))
-        where = f"epoch {epoch_count(job.progress)}, remaining {remaining}"
     line, button = st.columns([5, 1])
-    line.write(f"**{job.label}** — {job.state}, {where} (by {job.owner})")
+    line.write(job_line(job, visible))
     if user() in (None, job.owner):
         button.button("Cancel", key=f"home-cancel-{job.id}", on_click=stop_job, args=(job,))
