@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import tifffile
 
@@ -53,6 +54,7 @@ DEFAULT_DATA_ROOT = Path("impartial-data")
 DATA_ROOT_ENV = "IMPARTIAL_DATA"
 IMPORT_ROOTS_ENV = "IMPARTIAL_IMPORT_ROOTS"
 IMPORTS_DIR = "imports"  # <data root>/imports: a drop folder every user may import from
+IMAGES_LOCK_FILE = ".images.lock"  # held while a new image's name is chosen and its file written
 PROJECTS_DIR = "projects"
 META_FILE = "project.json"
 SETTINGS_FILE = "settings.json"
@@ -399,8 +401,10 @@ class Project:
         elif image.shape[0] != len(self.channels):
             raise InputError(f"has {image.shape[0]} channel(s), the project's images have {len(self.channels)}",
                              source)
-        name = _unique(stem, self.images())
-        io.write_image_tiff(self._path("images", name, ".tif"), image)
+        # choosing a free name and taking it is one step: two uploads of one file name at once get two names
+        with filelock.FileLock(self.dir / IMAGES_LOCK_FILE):
+            name = _unique(stem, self.images())
+            io.write_image_tiff(self._path("images", name, ".tif"), image)
         return name
 
     def _fit_channels(self, n_channels: int, source: str) -> None:

@@ -367,3 +367,18 @@ def test_shared_projects_the_drop_folder_and_listed_roots_are_importable(two_use
     with pytest.raises(InputError, match="only your projects' folders"):
         check_importable(two_users_root, two_users_root, "alice")  # the data root itself: every project's files
     assert check_importable(tmp_path / "elsewhere", two_users_root, "alice", [tmp_path / "elsewhere"])
+
+
+def test_concurrent_uploads_of_one_file_name_all_land_under_distinct_names(tmp_path):
+    import io as bytes_io
+    from concurrent.futures import ThreadPoolExecutor
+
+    project = create_project(tmp_path, "race", ["membrane", "nuclear"], whole_cell_tasks())
+    buffer = bytes_io.BytesIO()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(buffer, rng.random((2, 32, 32)).astype(np.float32))
+    data = buffer.getvalue()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        names = list(pool.map(lambda _: project.add_image("same.tif", data), range(24)))
+    assert len(set(names)) == 24
+    assert sorted(project.images()) == sorted(names)
