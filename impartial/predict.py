@@ -9,6 +9,8 @@ outputs themselves.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +22,8 @@ from .errors import InputError
 from .losses import class_probabilities, split_outputs
 from .model import UNet, autocast, build_model, compute_dtype, enable_mc_dropout, pick_device
 from .runs import Run, load_weights
+
+_CPU_TURN = threading.Lock()
 
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))  # none, left-right, up-down, both (C, H, W)
 
@@ -106,7 +110,11 @@ def predict_image(run: Run, image: np.ndarray, mcdrop: int | None = None,
     """
     device = device or pick_device(run.config.train.device)
     passes = run.config.predict.mcdrop if mcdrop is None else mcdrop
-    return predict_with_models(load_models(run, device), run.config, image, passes, mc_dropout=True)
+    models = load_models(run, device)
+    # Predictions on the CPU take turns: each already uses every core, so several at once (dashboard sessions
+    # of a lab server) would all finish later than one after another.
+    with _CPU_TURN if device.type == "cpu" else contextlib.nullcontext():
+        return predict_with_models(models, run.config, image, passes, mc_dropout=True)
 
 
 def predict_with_models(models: Sequence[UNet], config: RunConfig, image: np.ndarray, passes: int,

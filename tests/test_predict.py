@@ -153,3 +153,61 @@ def test_wrong_channel_count_is_reported():
     config = tiny_config()
     with pytest.raises(InputError, match="expects \\(2, H, W\\)"):
         predict_with_models([build_model(config)], config, np.zeros((3, 32, 32), np.float32), passes=1)
+
+
+class _RampModel(torch.nn.Module):
+    """Not mirror-symmetric: the first cell component's logit rises from left to right, whatever the input."""
+
+    def __init__(self, n_outputs: int) -> None:
+        super().__init__()
+        self.n_outputs = n_outputs
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # gives the model a device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(x), self.n_outputs, *x.shape[2:])
+        out[:, 0] = torch.linspace(-3.0, 3.0, x.shape[-1])
+        return out
+
+
+def test_test_time_flips_average_mirrored_passes():
+    # passes see the tile as is, mirrored left-right, up-down and both, each flipped back: over four passes the
+    # left-right ramp of this model averages to a symmetric map; without flips it stays a ramp.
+    config = tiny_config()
+    image = np.zeros((2, 32, 48), np.float32)
+    flipped = predict_with_models([_RampModel(config.n_outputs)], config, image, passes=4).tasks[0]
+    cell = flipped.class_segmentation[0]
+    np.testing.assert_allclose(cell, cell[:, ::-1], atol=1e-6)
+    assert flipped.class_segmentation_variance.max() > 0  # the mirrored passes disagree: variance shows it
+    config.predict.flips = False
+    plain = predict_with_models([_RampModel(config.n_outputs)], config, image, passes=4).tasks[0]
+    assert plain.class_segmentation[0, 0, -1] > plain.class_segmentation[0, 0, 0] + 0.5
+
+
+def test_predictions_on_the_cpu_take_turns(monkeypatch):
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from impartial import predict
+
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_prediction(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+
+    monkeypatch.setattr(predict, "load_models", lambda run, device: [])
+    monkeypatch.setattr(predict, "predict_with_models", slow_prediction)
+    run = SimpleNamespace(config=tiny_config())
+    threads = [threading.Thread(target=predict.predict_image, args=(run, None), kwargs={"device": torch.device("cpu")})
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
