@@ -3,11 +3,21 @@
 The job outlives the browser tab: progress goes to the job's progress dict and, through the
 Trainer, to the run folder (status.json, history.csv, preview.npz), which is what the live panel
 reads. Runs started elsewhere (the command line on the same server) therefore show up too.
+
+The job queue lives in memory, so each queued training is also written to a request file,
+``<project>/queue/<request id>.json`` (this module alone names the folder and its format; see
+:class:`QueuedRequest`). The file goes once the job has made its run folder (which takes over), when the job
+ends without one, or when it is cancelled; after a server restart the files left over are the trainings that
+never started, listed by :func:`lost_requests` to be queued again or discarded.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +26,69 @@ import streamlit as st
 
 from impartial.config import RunConfig
 from impartial.devicelock import device_turn
+from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
 from impartial.model import slot_device
-from impartial.project import Project, RunInfo
+from impartial.project import Project, RunInfo, open_project
 from impartial.runs import Run, read_history, read_status
+from impartial.storage import write_json
 from impartial.train import Trainer, TrainingEvent
 
 from .render import colormap, loss_figure
-from .state import job_manager, job_owner, user
+from .state import data_root, job_manager, job_owner, user
+
+log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0
 LOSS_COLUMNS = ["scribble", "rec", "reg", "val", "total"]
 RESUMABLE = ("stopped", "interrupted", "failed")
 PREVIEW_FILE = "preview.npz"
+QUEUE_FOLDER = "queue"  # <project>/queue/<request id>.json: a queued training that has not started
+
+
+@dataclass(frozen=True)
+class QueuedRequest:
+    """A queued training as its request file holds it: enough to queue it again after a restart."""
+
+    id: str  # the file's stem: <manager instance>-<job id>, unique across restarts
+    project: str
+    owner: str
+    label: str
+    created: float
+    config: dict[str, Any]  # RunConfig.to_dict()
+    preview_name: str | None
+    init_from: str | None  # fine-tune from this checkpoint
+    run_dir: str | None  # resume this run
+    manager: str  # JobManager.instance that accepted the job
+    job: str  # its job id in that manager
+
+
+def _request_path(project_dir: Path, request_id: str) -> Path:
+    return project_dir / QUEUE_FOLDER / f"{request_id}.json"
+
+
+def _write_request(project_dir: Path, request: QueuedRequest) -> None:
+    write_json(_request_path(project_dir, request.id), asdict(request))
+
+
+def _remove_request(project_dir: Path, request_id: str) -> None:
+    _request_path(project_dir, request_id).unlink(missing_ok=True)
+
+
+def _read_requests(project_dir: Path) -> list[QueuedRequest]:
+    """The request files of one project, oldest first; unreadable ones (half-written, foreign) are skipped."""
+    folder = project_dir / QUEUE_FOLDER
+    requests = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if path.name.startswith("."):
+            continue  # an atomic write in progress
+        try:
+            request = QueuedRequest(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if request.id == path.stem:
+            requests.append(request)
+    return sorted(requests, key=lambda request: request.created)
 
 
 def submit_training(project: Project, config: RunConfig, preview_name: str | None,
@@ -42,24 +102,89 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
     preview = project.normalized(preview_name) if preview_name else None
     label = f"resume {run_dir.name}" if run_dir else ("fine-tune" if init_from else "train")
     owner = job_owner()  # read here: the work runs in a thread without this session's state
+    manager = job_manager()
+    recorded = threading.Event()  # the request file is written: the work may remove it
+    request_id: list[str] = []
 
     def work(ctx: JobContext) -> Run | None:
-        device = slot_device(config.train.device, ctx.slot)
-        # a command-line run on the same server may hold the device: wait for it, stoppable
-        # the lock's description is shown to whoever waits: no project or user name in it
-        with device_turn(project.data_root, device, "a dashboard training",
-                         on_wait=lambda holder: ctx.report(kind="waiting", message=f"Waiting for {holder}."),
-                         stop_event=ctx.stop_event) as granted:
-            if not granted:
-                return None
-            folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
-            # the totals come with the trainer's start event (a time budget's are estimated once it runs)
-            ctx.report(run_dir=str(folder), kind="start", epoch=0)
-            trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
-                              init_from=init_from, preview_image=preview, stop_event=ctx.stop_event, device=device)
-            return trainer.run()
+        recorded.wait()
+        try:
+            device = slot_device(config.train.device, ctx.slot)
+            # a command-line run on the same server may hold the device: wait for it, stoppable
+            # the lock's description is shown to whoever waits: no project or user name in it
+            with device_turn(project.data_root, device, "a dashboard training",
+                             on_wait=lambda holder: ctx.report(kind="waiting", message=f"Waiting for {holder}."),
+                             stop_event=ctx.stop_event) as granted:
+                if not granted:
+                    return None
+                folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
+                _remove_request(project.dir, request_id[0])  # the run folder takes over
+                # the totals come with the trainer's start event (a time budget's are estimated once it runs)
+                ctx.report(run_dir=str(folder), kind="start", epoch=0)
+                trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
+                                  init_from=init_from, preview_image=preview, stop_event=ctx.stop_event,
+                                  device=device)
+                return trainer.run()
+        finally:
+            _remove_request(project.dir, request_id[0])  # stopped while waiting for the device, or failed
 
-    return job_manager().submit(owner, project.name, f"{label} · {project.name}", work)
+    job_id = manager.submit(owner, project.name, f"{label} · {project.name}", work)
+    request_id.append(f"{manager.instance}-{job_id}")
+    try:
+        _write_request(project.dir, QueuedRequest(
+            id=request_id[0], project=project.name, owner=owner, label=label, created=time.time(),
+            config=config.to_dict(), preview_name=preview_name, init_from=None if init_from is None else str(init_from),
+            run_dir=None if run_dir is None else str(run_dir), manager=manager.instance, job=job_id))
+    except OSError as error:  # the job is queued all the same; only a restart would lose it
+        log.warning("could not record queued training %s: %s", job_id, error)
+    finally:
+        recorded.set()
+    return job_id
+
+
+def lost_requests(projects: list[Any]) -> list[QueuedRequest]:
+    """Trainings queued before the server restarted and never started, in ``projects`` (objects with ``.dir``:
+    the viewer's visible projects, so nobody sees requests of projects they may not open), oldest first.
+
+    Request files of this server's jobs that ended without removing theirs are removed here.
+    """
+    manager = job_manager()
+    lost = []
+    for project in projects:
+        for request in _read_requests(Path(project.dir)):
+            if not manager.holds(request.manager, request.job):
+                lost.append(request)
+            elif manager.job(request.job).state in FINAL_STATES:
+                _remove_request(Path(project.dir), request.id)
+    return sorted(lost, key=lambda request: request.created)
+
+
+def queue_again(request: QueuedRequest) -> str:
+    """Queue a lost request with its saved settings (the project's scribbles as they are now); returns the job id.
+
+    Raises InputError (no scribbles any more, a run to resume or start from is gone) and PermissionError.
+    """
+    project = open_project(data_root(), request.project, user=user())
+    for path in (request.init_from, request.run_dir):
+        if path is not None and not Path(path).exists():
+            raise InputError(f"{Path(path).name} no longer exists", path)
+    job_id = submit_training(project, RunConfig.from_dict(request.config), request.preview_name,
+                             init_from=None if request.init_from is None else Path(request.init_from),
+                             run_dir=None if request.run_dir is None else Path(request.run_dir))
+    _remove_request(project.dir, request.id)
+    return job_id
+
+
+def discard_request(request: QueuedRequest) -> None:
+    """Forget a lost request (PermissionError when the viewer may not open its project)."""
+    _remove_request(open_project(data_root(), request.project, user=user()).dir, request.id)
+
+
+def request_line(request: QueuedRequest) -> str:
+    """One line of the list of lost requests."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(request.created))
+    return (f"**{request.label} · {request.project}** — not started (the server restarted), "
+            f"queued {when} by {request.owner}")
 
 
 def _progress(event: TrainingEvent) -> dict[str, Any]:
@@ -81,10 +206,18 @@ def active_job(project: Project) -> JobInfo | None:
 
 def stop_job(job: JobInfo) -> None:
     """Cancel a queued job or ask a running one to stop (it keeps its checkpoint and can be resumed)."""
+    manager = job_manager()
     try:
-        job_manager().cancel(job.id, user())
+        manager.cancel(job.id, user())
     except PermissionError as error:
         st.error(str(error))
+        return
+    if manager.job(job.id).state in FINAL_STATES:  # a queued job: its work never runs to remove its request
+        try:
+            project = open_project(data_root(), job.project, user=user())
+        except (InputError, PermissionError):
+            return  # the project is gone: so is its queue
+        _remove_request(project.dir, f"{manager.instance}-{job.id}")
 
 
 def job_line(job: JobInfo, visible_projects: set[str]) -> str:

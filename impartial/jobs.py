@@ -7,6 +7,10 @@ submission; with ``slots=1`` (one training per device) a second job waits until 
 
 Work is a callable taking a :class:`JobContext`: it reports progress with ``ctx.report(...)`` and
 polls ``ctx.stop_requested`` (or hands ``ctx.stop_event`` to the Trainer) to stop cleanly.
+
+The queue lives in memory only. Each manager has a random :attr:`JobManager.instance`, so whoever
+records a queued job on disk (the dashboard's request files) can tell, after a restart, that the
+manager that accepted it is gone: job ids restart at ``job-1`` in every process.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +100,7 @@ class JobManager:
     def __init__(self, slots: int = 1) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
+        self.instance = uuid.uuid4().hex  # tells this manager's job ids from those of an earlier process
         self._jobs: dict[str, _Job] = {}
         self._pending: collections.deque[str] = collections.deque()
         self._changed = threading.Condition()  # guards every field above and wakes workers and waiters
@@ -162,6 +168,11 @@ class JobManager:
             chosen = [job for job in self._jobs.values()
                       if owner in (None, job.owner) and project in (None, job.project)]
             return [self._snapshot(job) for job in reversed(chosen)]  # dicts keep submission order
+
+    def holds(self, instance: str, job_id: str) -> bool:
+        """True when ``job_id`` of manager ``instance`` is a job of this manager (queued, running or ended)."""
+        with self._changed:
+            return instance == self.instance and job_id in self._jobs
 
     def queue_position(self, job_id: str) -> int | None:
         """1 for the next job to start, 2 for the one after, ...; None when the job is not queued."""

@@ -167,3 +167,15 @@ def test_shutdown_cancels_queued_and_stops_running():
     assert jobs.job(queued).state == "cancelled"
     with pytest.raises(RuntimeError):
         jobs.submit("ann", "p", "c", lambda ctx: None)
+
+
+def test_a_manager_holds_only_its_own_jobs(manager):
+    job_id = manager.submit("ann", "p", "quick", lambda ctx: None)
+    assert manager.holds(manager.instance, job_id)
+    assert not manager.holds(manager.instance, "job-999")
+    restarted = JobManager(slots=1)  # job ids start again at job-1: the instance tells them apart
+    try:
+        assert restarted.instance != manager.instance
+        assert not restarted.holds(manager.instance, job_id)
+    finally:
+        restarted.shutdown(wait=True)

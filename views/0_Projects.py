@@ -14,7 +14,15 @@ from dashboard.state import (
     show_input_errors,
     user,
 )
-from dashboard.training import job_line, stop_job
+from dashboard.training import (
+    QueuedRequest,
+    discard_request,
+    job_line,
+    lost_requests,
+    queue_again,
+    request_line,
+    stop_job,
+)
 from impartial.config import TASK_PRESETS
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES
@@ -84,3 +92,23 @@ for job in waiting:
     line.write(job_line(job, visible))
     if user() in (None, job.owner):
         button.button("Cancel", key=f"home-cancel-{job.id}", on_click=stop_job, args=(job,))
+
+# the queue lives in memory: trainings queued before a server restart are left as request files
+lost = [request for request in lost_requests(projects) if user() in (None, request.owner)]
+if lost:
+    st.warning("These trainings were queued but never started: the server restarted. Queue them again or "
+               "discard them.", icon=":material/restart_alt:")
+
+
+def _queue_again(request: QueuedRequest) -> None:
+    try:
+        queue_again(request)
+    except (InputError, PermissionError) as error:
+        st.error(f"Cannot queue {request.label} of {request.project} again: {error}", icon=":material/error:")
+
+
+for request in lost:
+    line, again, discard = st.columns([4, 1, 1])
+    line.write(request_line(request))
+    again.button("Queue again", key=f"requeue-{request.id}", on_click=_queue_again, args=(request,))
+    discard.button("Discard", key=f"discard-{request.id}", on_click=discard_request, args=(request,))
