@@ -118,3 +118,34 @@ def show_input_errors(errors: list[InputError]) -> None:
     """One error box per bad file; the message names the file and the reason."""
     for error in errors:
         st.error(str(error), icon=":material/error:")
+
+
+def damaged_images(project: Project, consequence: str) -> set[str]:
+    """Warn once about the project's damaged files (each with its problem) and offer to remove each one.
+
+    ``consequence`` says what the page does without them ("They are left out of training."). Returns the
+    names of the damaged images, for the page to leave out.
+    """
+    damaged = project.damaged_files()
+    if not damaged:
+        return set()
+    lines = "\n".join(f"- **{name}**: {_short(error, project)}" for name, error in damaged.items())
+    st.warning(f"{len(damaged)} image(s) have a damaged file. {consequence} Remove the damaged file, or delete "
+               f"the image and upload it again on the Dataset page.\n\n{lines}", icon=":material/broken_image:")
+    for name, error in damaged.items():
+        label = Path(error.path).name if error.path else name
+        whole = error.path is None or Path(error.path).parent.name == "images"
+        if st.button(f"Remove {name} with its labels and scribbles" if whole else f"Remove the damaged {label}",
+                     key=f"remove-damaged-{name}", icon=":material/delete:"):
+            project.remove_damaged(name)
+            st.rerun()
+    return set(damaged)
+
+
+def _short(error: InputError, project: Project) -> str:
+    """The problem with the file named relative to the project folder (``scribbles/a.npz: ...``)."""
+    if error.path is None:
+        return error.problem
+    path = Path(error.path)
+    shown = path.relative_to(project.dir) if path.is_relative_to(project.dir) else path
+    return f"`{shown}`: {error.problem}"

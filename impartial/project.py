@@ -63,6 +63,7 @@ DEFAULT_COLORS = ("#00ff00", "#0080ff", "#ff0000", "#ffff00", "#ff00ff", "#00fff
 DEFAULT_CONTRAST = (1.0, 99.8)
 MAX_NAME_LENGTH = 100
 NORMALIZED_CACHE_SIZE = 8  # normalised images kept in memory per Project (a few full-size images)
+FILE_CHECK_CACHE_SIZE = 4096  # results of damaged-file checks kept per process, keyed by path, time and size
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -229,6 +230,47 @@ def _stems(folder: Path, suffix: str) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(path.stem for path in folder.glob(f"*{suffix}") if not path.name.startswith("."))
+
+
+@contextlib.contextmanager
+def _decoding(path: Path, what: str) -> Iterator[None]:
+    """Turn any failure to decode ``path`` into a one-line InputError naming the file.
+
+    Readers of tifffile, numpy, zipfile and json raise many unrelated types on damaged input; our own
+    InputError passes through, a missing file stays FileNotFoundError (the caller decides what that means).
+    """
+    try:
+        yield
+    except (InputError, FileNotFoundError):
+        raise
+    except Exception as error:
+        detail = (str(error).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"cannot read {what} ({type(error).__name__}: {detail})", path) from error
+
+
+def _tiff_extent(path: Path, what: str) -> tuple[int, ...]:
+    """The first series' shape of a TIFF, from its headers; InputError when a header is damaged or the
+    pixel data the headers point to lies beyond the end of the file (a truncated copy)."""
+    size = path.stat().st_size
+    with _decoding(path, what), tifffile.TiffFile(path) as tif:
+        shape = tuple(int(n) for n in tif.series[0].shape)
+        end = max((offset + count for page in tif.pages
+                   for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False)), default=0)
+    if end > size:
+        raise InputError(f"{what} is cut off: {size} of {end} bytes", path)
+    return shape
+
+
+def _stat_key(path: Path) -> tuple[str, int, int] | None:
+    """(path, modification time, size): what a cached check of the file depends on; None when it is missing."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+_file_checks: dict[tuple, InputError | None] = {}
 
 
 def _unique(name: str, taken: Iterable[str]) -> str:
@@ -436,9 +478,12 @@ class Project:
         return io.read_image(self._require(name), n_channels=len(self.channels))
 
     def image_shape(self, name: str) -> tuple[int, int]:
-        """(H, W) of an image, read from the file header only."""
-        with tifffile.TiffFile(self._require(name)) as tif:
+        """(H, W) of an image, read from the file header only; InputError when the header is damaged."""
+        path = self._require(name)
+        with _decoding(path, "the image"), tifffile.TiffFile(path) as tif:
             shape = tif.series[0].shape
+            if len(shape) < 2:
+                raise InputError(f"the image has shape {tuple(shape)}, not (channels, height, width)", path)
         return int(shape[-2]), int(shape[-1])
 
     def normalized(self, name: str) -> np.ndarray:
@@ -549,14 +594,21 @@ class Project:
         path = self._path("scribbles", name, ".npz")
         if not path.exists():
             return {}
-        with np.load(path, allow_pickle=False) as archive:
+        if not zipfile.is_zipfile(path):
+            raise InputError("the scribbles are not an npz archive (damaged or replaced)", path)
+        with _decoding(path, "the scribbles"), np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
 
     def load_scribbles(self, name: str) -> np.ndarray:
-        """(H, W, S) uint8 scribbles; zeros when the image has none yet."""
+        """(H, W, S) uint8 scribbles; zeros when the image has none yet. InputError naming the scribble file
+        when it cannot be read or does not fit the image and the project's classes."""
         stored = self._load_scribble_file(name).get("scribble")
+        expected = (*self.image_shape(name), self.n_scribble_channels)
         if stored is None:
-            return np.zeros((*self.image_shape(name), self.n_scribble_channels), dtype=np.uint8)
+            return np.zeros(expected, dtype=np.uint8)
+        if stored.shape != expected:
+            raise InputError(f"the scribbles have shape {stored.shape}, expected {expected}",
+                             self._path("scribbles", name, ".npz"))
         return stored
 
     def load_val_mask(self, name: str) -> np.ndarray | None:
@@ -564,15 +616,94 @@ class Project:
         return self._load_scribble_file(name).get("val_mask")
 
     def load_canvas(self, name: str) -> dict | None:
-        """The drawing canvas' saved state, or None."""
+        """The drawing canvas' saved state, or None; InputError naming the file when it is not a JSON object."""
         self._require(name)
         path = self._path("canvas", name, ".json")
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        with _decoding(path, "the canvas strokes"):
+            state = json.loads(path.read_text())
+        if not isinstance(state, dict):
+            raise InputError("the canvas strokes are not a JSON object", path)
+        return state
 
     def scribbled_images(self) -> list[str]:
-        """Images with at least one scribbled pixel."""
+        """Images with at least one scribbled pixel, leaving out damaged ones (see :meth:`damaged_files`)."""
+        damaged = self.damaged_files()
         return [name for name in _stems(self.dir / "scribbles", ".npz")
-                if name in self.images() and self.load_scribbles(name).any()]
+                if name in self.images() and name not in damaged and self.load_scribbles(name).any()]
+
+    # --- damaged files ----------------------------------------------------------------------------
+
+    def damaged_files(self) -> dict[str, InputError]:
+        """Images whose image, labels, scribble or canvas file cannot be used: image name -> the problem
+        (an InputError naming the file, the first damaged one of that image).
+
+        Image and label TIFFs are checked from their headers (a truncated file is found by where its pixel
+        data should end); scribbles and canvas files are decoded. Each result is kept per file modification time
+        and size, so calling this on every page costs one ``stat`` per file after the first time.
+        """
+        damaged = {}
+        for name in self.images():
+            problem = self._file_problem(name)
+            if problem is not None:
+                damaged[name] = problem
+        return damaged
+
+    def _file_problem(self, name: str) -> InputError | None:
+        """The first damaged file of one image, or None."""
+        image_path = self._path("images", name, ".tif")
+        checks = ((image_path, lambda: self._check_image(name)),
+                  (self._path("labels", name, ".tif"), lambda: self._check_labels(name)),
+                  (self._path("scribbles", name, ".npz"), lambda: self.load_scribbles(name)),
+                  (self._path("canvas", name, ".json"), lambda: self.load_canvas(name)))
+        # the other files' checks depend on the image's shape and the project's classes: both are in the key
+        context = (_stat_key(image_path), tuple(self.channels), self.n_scribble_channels)
+        for path, check in checks:
+            key = _stat_key(path)
+            if key is None:
+                continue
+            key = (*key, context)
+            if key not in _file_checks:
+                if len(_file_checks) >= FILE_CHECK_CACHE_SIZE:
+                    _file_checks.clear()
+                try:
+                    check()
+                    _file_checks[key] = None
+                except InputError as error:
+                    _file_checks[key] = error
+            if _file_checks[key] is not None:
+                return _file_checks[key]
+        return None
+
+    def _check_image(self, name: str) -> None:
+        path = self._require(name)
+        shape = _tiff_extent(path, "the image")
+        channels = shape[0] if len(shape) == 3 else 1
+        if len(shape) not in (2, 3) or channels != len(self.channels):
+            raise InputError(f"the image has shape {shape}, expected {len(self.channels)} channel(s) of height x "
+                             "width", path)
+
+    def _check_labels(self, name: str) -> None:
+        path = self._path("labels", name, ".tif")
+        shape = _tiff_extent(path, "the labels")
+        if shape != self.image_shape(name):
+            raise InputError(f"the labels have shape {shape}, the image is {self.image_shape(name)}", path)
+
+    def remove_damaged(self, name: str) -> None:
+        """Remove what makes ``name`` damaged: the whole image (with its labels, scribbles and canvas) when the
+        image file itself is unreadable, else only the damaged labels, scribble or canvas file (a scribble file
+        takes its canvas strokes along, which would no longer match)."""
+        problem = self.damaged_files().get(name)
+        if problem is None:
+            return
+        damaged = Path(problem.path) if problem.path else None
+        if damaged is None or damaged == self._path("images", name, ".tif"):
+            self.delete_image(name)
+        elif damaged == self._path("scribbles", name, ".npz"):
+            self._remove_annotations(name)
+        else:
+            damaged.unlink(missing_ok=True)
 
     def auto_scribble(self, name: str, fraction: float = 0.2, seed: int = 0) -> None:
         """Scribble ``fraction`` of the cells automatically from the image's whole-cell labels.
@@ -594,7 +725,10 @@ class Project:
 
     def training_set(self, config: RunConfig) -> list[TrainingImage]:
         """Every scribbled image, normalised, with its validation box (stored, else chosen by
-        scribbles.validation_box) and labels. InputError when nothing is scribbled."""
+        scribbles.validation_box) and labels. Damaged images are left out (logged; see :meth:`damaged_files`).
+        InputError when nothing usable is scribbled."""
+        for problem in self.damaged_files().values():
+            log.warning("left out of training: %s", problem)
         names = self.scribbled_images()
         if not names:
             raise InputError(f"no scribbles in project {self.name}: draw some on the Scribble page first")

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard.images import project_composite
-from dashboard.state import require_project, show_input_errors
+from dashboard.state import damaged_images, require_project, show_input_errors
 from dashboard.uploads import IMAGE_TYPES, LABEL_TYPES, add_label_upload, add_uploads, import_server_folder
 from impartial.config import TASK_PRESETS
 from impartial.errors import InputError
@@ -16,6 +16,7 @@ PRESET_NAMES = {"whole_cell": "whole cell", "vectra": "cytoplasm + nuclei in / o
 
 project = require_project()
 st.title(f"Dataset · {project.name}")
+damaged = damaged_images(project, "They are left out of scribbling and training.")
 uploads = st.session_state.setdefault("upload_generation", 0)  # a new key empties the uploaders after use
 
 add_tab, labels_tab, folder_tab = st.tabs(["Upload images", "Upload labels", "Import a server folder"])
@@ -27,9 +28,9 @@ with add_tab, st.form(f"images-{uploads}"):
         st.session_state["upload_generation"] += 1
 
 with labels_tab:
-    if project.images():
+    if [name for name in project.images() if name not in damaged]:
         with st.form(f"labels-{uploads}"):
-            image = st.selectbox("Image", project.images())
+            image = st.selectbox("Image", [name for name in project.images() if name not in damaged])
             file = st.file_uploader("Instance labels (TIFF, PNG, npz, ImageJ ROI zip)", type=LABEL_TYPES)
             if st.form_submit_button("Attach labels") and file and add_label_upload(project, image, file):
                 st.session_state["upload_generation"] += 1
@@ -81,11 +82,18 @@ for start in range(0, len(project.images()), THUMBNAILS_PER_ROW):
     row = project.images()[start:start + THUMBNAILS_PER_ROW]
     for column, name in zip(st.columns(THUMBNAILS_PER_ROW)[:len(row)], row, strict=True):
         with column:
-            picture = project_composite(project, name)
-            step = max(1, int(np.ceil(max(picture.shape[:2]) / THUMBNAIL_SIDE)))
             marks = [mark for mark, present in (("labels", (project.dir / "labels" / f"{name}.tif").exists()),
                                                 ("scribbled", name in scribbled)) if present]
-            st.image(picture[::step, ::step], caption=f"{name} {'· ' + ', '.join(marks) if marks else ''}")
+            try:
+                picture = None if name in damaged else project_composite(project, name)
+            except InputError as error:  # damage the header check cannot see (e.g. corrupt compressed pixels)
+                picture, damaged = None, damaged | {name}
+                st.caption(error.problem)
+            if picture is None:
+                st.markdown(f":material/broken_image: **{name}** · damaged (see above)")
+            else:
+                step = max(1, int(np.ceil(max(picture.shape[:2]) / THUMBNAIL_SIDE)))
+                st.image(picture[::step, ::step], caption=f"{name} {'· ' + ', '.join(marks) if marks else ''}")
             with st.popover("Delete", icon=":material/delete:"):
                 st.write(f"Delete **{name}** with its labels and scribbles?")
                 if st.button("Delete for good", key=f"delete-{name}", type="primary"):

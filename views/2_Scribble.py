@@ -16,7 +16,7 @@ from dashboard.annotate import (
 )
 from dashboard.canvas import canvas_mount, remount, scribble_canvas
 from dashboard.render import blend, colormap, outline, tint
-from dashboard.state import PAGES, require_project, show_input_errors
+from dashboard.state import PAGES, damaged_images, require_project, show_input_errors
 from dashboard.training import runs_with_checkpoints
 from impartial.errors import InputError
 from impartial.runs import Run
@@ -28,9 +28,10 @@ ZOOMS = [1, 2, 4, 8]
 
 project = require_project()
 st.title(f"Scribble · {project.name}")
-names = project.images()
+damaged = damaged_images(project, "They are left out of the image list here.")
+names = [name for name in project.images() if name not in damaged]
 if not names:
-    st.info("This project has no images yet.")
+    st.info("This project has no usable images yet." if damaged else "This project has no images yet.")
     st.page_link(PAGES["dataset"], label="Add images on the Dataset page")
     st.stop()
 
@@ -67,7 +68,11 @@ with tools:
 
 region = zoom_region(shape, zoom, center_y, center_x)
 mount = canvas_mount(project, name, region)
-picture = paint_scribbles(images.project_composite(project, name), mount.base, brushes)
+try:
+    picture = paint_scribbles(images.project_composite(project, name), mount.base, brushes)
+except InputError as error:  # damage the header check cannot see (e.g. corrupt compressed pixels)
+    show_input_errors([error])
+    st.stop()
 tiles = []
 if show_entropy or suggest:
     entropy = images.prediction(run, project, name).entropy()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.state import require_project, show_input_errors
+from dashboard.state import damaged_images, require_project, show_input_errors
 from dashboard.trainform import settings_form
 from dashboard.training import (
     RESUMABLE,
@@ -27,11 +27,17 @@ st.title(f"Train · {project.name}")
 if not project.images():
     st.info("Add images and scribbles first.")
     st.stop()
+damaged = damaged_images(project, "They are left out of training, which uses the other images.")
 
 
 def start(config: RunConfig, preview_name: str | None, init_from: Path | None = None,
           run_dir: Path | None = None) -> None:
-    """Queue the training; an InputError (no scribbles, bad settings) becomes an error box."""
+    """Queue the training; an InputError (no scribbles, bad settings) becomes an error box.
+
+    Damaged images are left out of the training set by the project; a damaged preview image means no preview.
+    """
+    if preview_name in damaged:
+        preview_name = None
     try:
         submit_training(project, config, preview_name, init_from=init_from, run_dir=run_dir)
     except InputError as error:
