@@ -289,7 +289,10 @@ def read_roi_zip(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     for roi_id, roi in enumerate(rois, start=1):
         if roi.roitype not in AREA_ROI_TYPES:
             raise InputError(f"ROI {roi_id} ('{roi.name}') is a {roi.roitype.name.lower()}, not an area", path)
-        window, inside = _pixels_inside(roi.coordinates(multi=True), shape)
+        polygons = [polygon for polygon in roi.coordinates(multi=True) if len(polygon)]
+        if not polygons:
+            raise InputError(f"ROI {roi_id} ('{roi.name}') has no vertices", path)
+        window, inside = _pixels_inside(polygons, shape)
         labels[window][inside] = roi_id
     return labels
 

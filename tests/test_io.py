@@ -216,6 +216,15 @@ def test_roi_zip_refuses_lines(tmp_path):
         read_roi_zip(tmp_path / "r.zip", (5, 5))
 
 
+def test_roi_zip_refuses_a_polygon_without_vertices(tmp_path):
+    empty = roifile.ImagejRoi()
+    empty.roitype, empty.name = roifile.ROI_TYPE.POLYGON, "ghost"
+    with zipfile.ZipFile(tmp_path / "r.zip", "w") as archive:
+        archive.writestr("ghost.roi", empty.tobytes())
+    with pytest.raises(InputError, match=r"r.zip: ROI 1 \('ghost'\) has no vertices"):
+        read_roi_zip(tmp_path / "r.zip", (5, 5))
+
+
 def test_tissuenet_npz(tmp_path):
     images = np.arange(2 * 4 * 5 * 2, dtype=np.float32).reshape(2, 4, 5, 2)
     labels = np.zeros((2, 4, 5, 2), np.int32)
