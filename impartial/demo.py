@@ -9,7 +9,7 @@ import pandas as pd
 from .config import TASK_PRESETS, RunConfig
 from .errors import InputError
 from .export import save_label_tiff
-from .io import read_files_csv, read_labels, write_files_csv, write_image_tiff
+from .io import read_files_csv, read_image, read_labels, write_files_csv, write_image_tiff
 from .scribbles import auto_scribbles, scribble_table
 from .storage import write_npz, write_text
 from .synthetic import class_labels, make_tissue
@@ -58,7 +58,8 @@ def scribble_files(files: str | Path, out: str | Path, fraction: float = 0.2, se
         row = {"image": record.image, "labels": record.labels, "scribbles": "", "group": record.group}
         if isinstance(record.labels, str) and record.labels:
             name = Path(record.image).stem
-            truth = [[read_labels(record.labels)]]
+            # the image's shape, so ImageJ ROI zips (outlines without a size) can be rasterised too
+            truth = [[read_labels(record.labels, shape=read_image(record.image).shape[1:])]]
             scribbles, val_mask = auto_scribbles(truth, fraction, seed=seed + index)
             path = out / "scribbles" / f"{name}.npz"
             write_npz(path, scribble=scribbles, val_mask=val_mask)

@@ -146,3 +146,20 @@ def test_a_project_run_stopped_while_waiting_for_the_device_leaves_no_empty_run(
     assert main(["train", "--project", str(project.dir), "--device", "cpu", *TINY]) == 130
     assert "nothing to resume" in capsys.readouterr().err
     assert project.runs() == []
+
+
+def test_scribbles_from_imagej_roi_labels(demo, tmp_path):
+    # the demo's first label image, written as an ImageJ ROI zip (outlines carry no image size)
+    from impartial.export import save_roi_zip
+    from impartial.io import read_labels
+
+    files = pd.read_csv(demo / "files.csv")
+    labels = read_labels(demo / files.labels[0])
+    save_roi_zip(tmp_path / "cells_rois.zip", labels)
+    rows = pd.DataFrame([{"image": str((demo / files.image[0]).resolve()),
+                          "labels": str(tmp_path / "cells_rois.zip"), "scribbles": "", "group": "test"}])
+    rows.to_csv(tmp_path / "files.csv", index=False)
+    assert main(["scribbles", "--files", str(tmp_path / "files.csv"), "--out", str(tmp_path / "out")]) == 0
+    scribbled = pd.read_csv(tmp_path / "out" / "files.csv")
+    with np.load(tmp_path / "out" / scribbled.scribbles[0], allow_pickle=False) as saved:
+        assert saved["scribble"].shape == (96, 96, 2) and saved["scribble"][..., 0].any()
