@@ -13,14 +13,17 @@ from impartial.project import Project, check_importable, import_roots_from_envir
 
 from .state import data_root, show_input_errors, user
 
+# What an upload said, kept across the rerun that empties the uploader: shown by show_upload_messages().
+MESSAGES_KEY = "upload_messages"
 IMAGE_TYPES = ["tif", "tiff", "png", "jpg", "jpeg", "npz"]
 LABEL_TYPES = ["tif", "tiff", "png", "npz", "zip"]
 
 
 def add_uploads(project: Project, files: list[UploadedFile]) -> list[str]:
-    """Add uploaded images to the project; shows an error naming each bad file, returns the added names.
+    """Add uploaded images to the project; returns the added names.
 
-    The good files of an upload go in even when others fail.
+    The good files of an upload go in even when others fail. An error naming each bad file and the list of
+    added ones are kept for :func:`show_upload_messages`, so they survive the rerun that follows an upload.
     """
     accepted, errors = [], []
     for file in files:
@@ -31,10 +34,20 @@ def add_uploads(project: Project, files: list[UploadedFile]) -> list[str]:
         else:
             accepted.append((file.name, file.getvalue()))
     names, read_errors = project.add_images(accepted)
-    show_input_errors(errors + read_errors)
+    messages = [("error", str(error)) for error in errors + read_errors]
     if names:
-        st.success(f"Added {len(names)} image(s): {', '.join(names)}")
+        messages.append(("success", f"Added {len(names)} image(s): {', '.join(names)}"))
+    st.session_state[MESSAGES_KEY] = st.session_state.get(MESSAGES_KEY, []) + messages
     return names
+
+
+def show_upload_messages() -> None:
+    """Show (once) what the last uploads said."""
+    for kind, text in st.session_state.pop(MESSAGES_KEY, []):
+        if kind == "success":
+            st.success(text)
+        else:
+            st.error(text, icon=":material/error:")
 
 
 def add_label_upload(project: Project, image: str, file: UploadedFile) -> bool:

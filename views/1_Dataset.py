@@ -5,7 +5,14 @@ import streamlit as st
 
 from dashboard.images import project_composite
 from dashboard.state import damaged_images, require_project, show_input_errors
-from dashboard.uploads import IMAGE_TYPES, LABEL_TYPES, add_label_upload, add_uploads, import_server_folder
+from dashboard.uploads import (
+    IMAGE_TYPES,
+    LABEL_TYPES,
+    add_label_upload,
+    add_uploads,
+    import_server_folder,
+    show_upload_messages,
+)
 from impartial.config import TASK_PRESETS
 from impartial.errors import InputError
 
@@ -25,7 +32,10 @@ with add_tab, st.form(f"images-{uploads}"):
                              accept_multiple_files=True)
     if st.form_submit_button("Add images") and files:
         add_uploads(project, files)
+        # a fresh, empty uploader at once: a second upload goes to the form that is on screen
         st.session_state["upload_generation"] += 1
+        st.rerun()
+show_upload_messages()
 
 with labels_tab:
     if [name for name in project.images() if name not in damaged]:

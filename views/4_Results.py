@@ -7,7 +7,7 @@ from dashboard import images
 from dashboard.render import heatmap, outline
 from dashboard.state import PAGES, require_project
 from dashboard.training import run_label, runs_with_checkpoints
-from dashboard.uploads import IMAGE_TYPES, add_uploads
+from dashboard.uploads import IMAGE_TYPES, add_uploads, show_upload_messages
 from impartial.config import SEED_SOURCES
 from impartial.metrics import evaluate
 from impartial.runs import Run
@@ -120,3 +120,4 @@ with st.form("predict_uploads", clear_on_submit=True):
         if added:
             st.session_state["results_new_image"] = added[0]
             st.rerun()
+show_upload_messages()

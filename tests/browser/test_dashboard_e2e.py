@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import tifffile
 from playwright.sync_api import Page, expect
 
 TRAINING_TIMEOUT_MS = 150_000  # a few epochs on a shared 2-core CPU
@@ -54,6 +55,20 @@ def download(page: Page, label: str) -> bytes:
     return event.value.path().read_bytes()
 
 
+def upload_image(page: Page, name: str) -> None:
+    """Put a small 2-channel TIFF into the Dataset page's image uploader and press "Add images"."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.random.default_rng(len(name)).random((2, 64, 64)).astype(np.float32))
+    add = page.get_by_role("button", name="Add images")
+    expect(add).to_have_count(1)  # the form of the previous upload has gone
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(
+        files=[{"name": name, "mimeType": "image/tiff", "buffer": buffer.getvalue()}])
+    chip = page.get_by_test_id("stFileChip").filter(has_text=name)
+    expect(chip).to_be_visible()
+    expect(chip.get_by_test_id("stFileChipIconSpinner")).to_have_count(0)  # the file has reached the server
+    add.click()
+
+
 def test_new_user_scribbles_trains_and_downloads(page, dashboard_url, screenshots):
     page.goto(dashboard_url)
     expect(page.get_by_role("heading", name="ImPartial")).to_be_visible()
@@ -61,6 +76,12 @@ def test_new_user_scribbles_trains_and_downloads(page, dashboard_url, screenshot
 
     page.get_by_role("button", name="Open demo project").click()
     expect(page.get_by_text("Open project:")).to_be_visible()
+
+    go_to(page, "Dataset")  # two uploads, the second right after the first: both are stored
+    upload_image(page, "upload_a.tif")
+    expect(page.get_by_text("Added 1 image(s): upload_a")).to_be_visible(timeout=30_000)
+    upload_image(page, "upload_b.tif")
+    expect(page.get_by_text("Added 1 image(s): upload_b")).to_be_visible(timeout=30_000)
 
     go_to(page, "Scribble")
     expect(page.locator("canvas.upper-canvas")).to_be_visible()
