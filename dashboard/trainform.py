@@ -86,7 +86,8 @@ def settings_form(project: Project, finished: list[RunInfo]) -> TrainRequest | N
                                   required=True, key="train_preset",
                                   help="quick: a small network for a laptop CPU; full: the paper's network for a GPU")
     base = base_config(project, preset)
-    names = project.images()
+    damaged = project.damaged_files()
+    names = [name for name in project.images() if name not in damaged]  # a damaged image cannot be previewed
     unscribbled = [name for name in names if name not in set(project.scribbled_images())]
     with st.form("train_settings"):
         columns = st.columns(2)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -384,3 +385,16 @@ def test_the_device_queue_hides_other_users_private_projects_and_names():
     assert "alice" not in hidden
     assert job_line(job, visible_projects={"alice-secret-study"}) == (
         "**train · alice-secret-study** — queued, queue position 2 (by alice)")
+
+
+def test_results_leave_a_damaged_image_out_and_say_so(trained_runs, tmp_path, monkeypatch):
+    root = tmp_path / "copy"
+    shutil.copytree(trained_runs[0], root)  # the module's runs stay whole for the other tests
+    monkeypatch.setenv("IMPARTIAL_DATA", str(root))
+    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    image = root / "projects" / "demo" / "images" / "tissue_1.tif"
+    image.write_bytes(image.read_bytes()[:200])
+    app = results_for(trained_runs[1])
+    assert any("tissue_1" in element.value for element in app.warning)
+    assert app.selectbox(key="results_image").options == ["tissue_2"]

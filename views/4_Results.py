@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import images
 from dashboard.render import heatmap, outline
-from dashboard.state import PAGES, require_project
+from dashboard.state import PAGES, damaged_images, require_project
 from dashboard.training import run_label, runs_with_checkpoints
 from dashboard.uploads import IMAGE_TYPES, add_uploads, show_upload_messages
 from impartial.config import SEED_SOURCES
@@ -47,7 +47,12 @@ choose_run, choose_image, choose_compare = st.columns(3)
 run_id = choose_run.selectbox("Run", list(finished), format_func=lambda key: run_label(finished[key]))
 if "results_new_image" in st.session_state:  # chosen by the upload below, before this widget exists
     st.session_state["results_image"] = st.session_state.pop("results_new_image")
-name = choose_image.selectbox("Image", project.images(), key="results_image")
+damaged = damaged_images(project, "They cannot be predicted until they are replaced.")
+usable = [image for image in project.images() if image not in damaged]
+if not usable:
+    st.info("No image to show: add one on the Dataset page.")
+    st.stop()
+name = choose_image.selectbox("Image", usable, key="results_image")
 compared = choose_compare.multiselect("Compare with runs", [key for key in finished if key != run_id],
                                       max_selections=MAX_COMPARED, format_func=lambda key: run_label(finished[key]))
 run = Run.load(finished[run_id].dir)
