@@ -142,7 +142,7 @@ def test_a_bad_upload_is_reported_by_name_and_the_good_file_goes_in(data_root):
         import numpy as np
         import tifffile
 
-        from dashboard.uploads import add_uploads
+        from dashboard.uploads import add_uploads, show_upload_messages
         from impartial.config import whole_cell_tasks
         from impartial.project import create_project
 
@@ -152,6 +152,7 @@ def test_a_bad_upload_is_reported_by_name_and_the_good_file_goes_in(data_root):
         files = [SimpleNamespace(name="broken.tif", size=9, getvalue=lambda: b"not a tif"),
                  SimpleNamespace(name="good.tif", size=len(good.getvalue()), getvalue=good.getvalue)]
         add_uploads(project, files)
+        show_upload_messages()  # what the page shows after the rerun that empties the uploader
 
     app = AppTest.from_function(script, args=(str(data_root),), default_timeout=TIMEOUT_S).run()
     assert not app.exception, app.exception
