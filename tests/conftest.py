@@ -16,3 +16,12 @@ def small_dataset():
     """Two scribbled 96 x 96 synthetic images (whole-cell task) and a config for them."""
     config = tiny_config()
     return config, scribbled_images(config)
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """A fresh data root for the dashboard, access control off."""
+    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("IMPARTIAL_DATA", str(tmp_path))
+    return tmp_path

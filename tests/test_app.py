@@ -97,15 +97,6 @@ def test_composite_adds_channel_colours_with_contrast():
 
 # --- pages --------------------------------------------------------------------------------------
 
-@pytest.fixture
-def data_root(tmp_path, monkeypatch):
-    """A fresh data root and access control off."""
-    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("IMPARTIAL_DATA", str(tmp_path))
-    return tmp_path
-
-
 def open_page(page: str | None, project: str | None = None) -> AppTest:
     """Run the app (optionally with a project open) and switch to ``views/<page>``."""
     app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)

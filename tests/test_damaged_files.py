@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_app import open_page as open_project_page
 
 from impartial.errors import InputError
 from impartial.project import Project, create_demo_project
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-TIMEOUT_S = 60
 SCRIBBLED = ["tissue_1", "tissue_2"]  # the demo scribbles its first two images
 
 
@@ -99,21 +98,8 @@ def test_checking_fifty_images_again_is_fast(tmp_path):
 
 # --- pages --------------------------------------------------------------------------------------
 
-@pytest.fixture
-def data_root(tmp_path, monkeypatch):
-    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("IMPARTIAL_DATA", str(tmp_path))
-    return tmp_path
-
-
 def open_page(page: str) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    app.session_state["project"] = "demo"
-    app.run()
-    app.switch_page(f"views/{page}").run()
-    assert not app.exception, app.exception
-    return app
+    return open_project_page(page, project="demo")
 
 
 def warnings(app: AppTest) -> list[str]:
