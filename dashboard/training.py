@@ -79,7 +79,7 @@ def _read_requests(project_dir: Path) -> list[QueuedRequest]:
     """The request files of one project, oldest first; unreadable ones (half-written, foreign) are skipped."""
     folder = project_dir / QUEUE_FOLDER
     requests = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path in folder.glob("*.json") if folder.is_dir() else []:
         if path.name.startswith("."):
             continue  # an atomic write in progress
         try:

@@ -259,11 +259,11 @@ def _problems(config: RunConfig):
         if any(not 0 <= c < config.n_channels for c in task.rec_channels):
             yield f"{where}: rec_channels {task.rec_channels} must index the {config.n_channels} channels"
     model, train, predict = config.model, config.train, config.predict
-    for section in (train, predict, config.instances):
+    for name, section in (("train", train), ("predict", predict), ("instances", config.instances)):
         for item in dataclasses.fields(section):
             value = getattr(section, item.name)
             if isinstance(value, float) and not math.isfinite(value):
-                yield f"{type(section).__name__.removesuffix('Config').lower()}.{item.name} must be finite, got {value}"
+                yield f"{name}.{item.name} must be finite, got {value}"
     checks = [
         (model.depth >= 1, "model.depth must be at least 1"),
         (model.base >= 1, "model.base must be at least 1"),

@@ -168,7 +168,7 @@ def total_loss(output: torch.Tensor, x_clean: torch.Tensor, blind_mask: torch.Te
         carries the gradient.
     """
     weights = config.train
-    n_scribbles = sum(task.n_scribble_channels for task in config.tasks)
+    n_scribbles = config.n_scribble_channels
     expected = n_scribbles + CORE_TARGETS * int(config.separation)
     if scribbles.shape[1] != expected:
         raise ValueError(f"scribbles have {scribbles.shape[1]} channels, expected {expected}")

@@ -202,6 +202,28 @@ def scribble_counts(scribbles: np.ndarray, config: RunConfig) -> dict[str, int]:
     return counts
 
 
+def class_strokes(scribbles: np.ndarray, config: RunConfig, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) bool strokes of ``classes`` and the background strokes of the tasks holding them.
+
+    Positive: the union of the scribbles of every class named in ``classes``. Negative: the background scribbles
+    of the tasks with such a class, except where a positive stroke lies.
+
+    Args:
+        scribbles: (H, W, S) 0/1 in the method's layout (per task: classes, then background).
+        config: the run's tasks.
+        classes: class names, e.g. ``impartial.config.CELL_CLASSES``.
+    """
+    _check_layout(scribbles, config)
+    positive = np.zeros(scribbles.shape[:2], bool)
+    negative = np.zeros(scribbles.shape[:2], bool)
+    background = _background_channels(config)
+    for task_index, _, name, channel in _class_channels(config):
+        if name in classes:
+            positive |= scribbles[..., channel] > 0
+            negative |= scribbles[..., background[task_index]] > 0
+    return positive, negative & ~positive
+
+
 # --- layout ---------------------------------------------------------------------------------------
 
 def _class_channels(config: RunConfig) -> list[tuple[int, int, str, int]]:

@@ -23,6 +23,7 @@ from scipy import ndimage
 from .config import CELL_CLASSES, InstanceConfig, RunConfig
 from .errors import InputError
 from .instances import instances_from_probabilities
+from .scribbles import class_strokes
 
 # A stroke counts as inside one cell when at least this share of its pixels lies in that cell.
 STROKE_SHARE = 0.8
@@ -33,27 +34,9 @@ _NEUTRAL_THRESHOLD = 0.5
 
 
 def cell_and_background_strokes(scribbles: np.ndarray, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) bool maps of the strokes on cells and on their tasks' background.
-
-    Cell strokes are the union of the scribbles of every class that is part of a whole cell (``CELL_CLASSES``);
-    background strokes those of the tasks holding such a class. Pixels scribbled as both count as cell.
-
-    Args:
-        scribbles: (H, W, S) 0/1 in the method's layout (per task: classes, then background).
-        config: the run's tasks.
-    """
-    if scribbles.ndim != 3 or scribbles.shape[-1] < config.n_scribble_channels:
-        raise InputError(f"scribbles have shape {scribbles.shape}, expected (H, W, {config.n_scribble_channels})")
-    cells = np.zeros(scribbles.shape[:2], bool)
-    background = np.zeros(scribbles.shape[:2], bool)
-    offset = 0
-    for task in config.tasks:
-        chosen = [offset + index for index, name in enumerate(task.classes) if name in CELL_CLASSES]
-        if chosen:
-            cells |= scribbles[..., chosen].any(axis=-1)
-            background |= scribbles[..., offset + task.n_classes] > 0
-        offset += task.n_scribble_channels
-    return cells, background & ~cells
+    """(H, W) bool strokes on cells (every class that is part of a whole cell, ``CELL_CLASSES``) and on their
+    tasks' background; see :func:`impartial.scribbles.class_strokes`."""
+    return class_strokes(scribbles, config, CELL_CLASSES)
 
 
 def core_targets(scribbles: np.ndarray, config: RunConfig) -> np.ndarray:
@@ -129,7 +112,7 @@ def _consistent_strokes(cells: np.ndarray, strokes: np.ndarray, n_strokes: int) 
 
 @dataclass
 class ValidationRegion:
-    """Predictions over one held-out region with its strokes: what :func:`choose_core_threshold` scores.
+    """Predictions over one held-out region with its strokes: what :func:`choose_seeds` scores.
 
     Attributes:
         image: (C, H, W) normalised image of the region.

@@ -46,8 +46,8 @@ from .runs import (
     write_status,
 )
 from .sampling import PatchSampler, blind_spots
-from .scribbles import validation_box
-from .separation import ValidationRegion, cell_and_background_strokes, choose_seeds, core_targets
+from .scribbles import class_strokes, validation_box
+from .separation import ValidationRegion, choose_seeds, core_targets
 from .storage import atomic_path, write_json, write_npz, write_text
 
 # Within a time-budgeted cycle the learning rate falls along a cosine from lr to this fraction of lr,
@@ -455,7 +455,7 @@ class Trainer:
             raise InputError("no scribbles: draw at least one foreground and one background stroke")
 
     def _targets(self, item: TrainingImage) -> np.ndarray:
-        """(H, W, S [+ 2]) what the loss learns from: the scribbles, then the cell-core targets when separating."""
+        """(H, W, S [+ 3]) what the loss learns from: the scribbles, then the cell-core targets when separating."""
         if not self.config.separation:
             return item.scribbles
         return np.concatenate([item.scribbles, core_targets(item.scribbles, self.config)], axis=-1)
@@ -501,34 +501,20 @@ class Trainer:
             prediction = predict_with_models(models, self.config, image, passes=1, mc_dropout=False)
             cell, nucleus = combine_class_probabilities(prediction.class_probabilities())
             scribbles = item.scribbles[crop]
+            strokes = {classes: class_strokes(scribbles, self.config, classes)
+                       for classes in (CELL_CLASSES, NUCLEUS_CLASSES)}
             for key, probability, classes in (("threshold", cell, CELL_CLASSES),
                                               ("nucleus_threshold", nucleus, NUCLEUS_CLASSES)):
                 if probability is not None:
-                    positive, negative = self._scribble_masks(scribbles, classes)
-                    scores[key].append((probability, positive, negative))
+                    scores[key].append((probability, *strokes[classes]))
             if prediction.core is not None:
-                regions.append(ValidationRegion(image, cell, nucleus, prediction.core,
-                                                *cell_and_background_strokes(scribbles, self.config)))
+                regions.append(ValidationRegion(image, cell, nucleus, prediction.core, *strokes[CELL_CLASSES]))
         defaults = dataclasses.asdict(self.config.instances)
         thresholds = {key: _threshold_over(samples, defaults[key]) for key, samples in scores.items()}
         if regions:
             chosen = dataclasses.replace(self.config.instances, **thresholds)
             thresholds.update(choose_seeds(regions, chosen))
         return thresholds
-
-    def _scribble_masks(self, scribbles: np.ndarray, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Union of the scribbles of ``classes`` and the background scribbles of their tasks."""
-        positive = np.zeros(scribbles.shape[:2], bool)
-        negative = np.zeros(scribbles.shape[:2], bool)
-        offset = 0
-        for task in self.config.tasks:
-            chosen = [index for index, name in enumerate(task.classes) if name in classes]
-            for index in chosen:
-                positive |= scribbles[..., offset + index] > 0
-            if chosen:
-                negative |= scribbles[..., offset + task.n_classes] > 0
-            offset += task.n_scribble_channels
-        return positive, negative & ~positive
 
     def _load(self, path: Path) -> UNet:
         model = build_model(self.config).to(self.device)

@@ -81,6 +81,7 @@ def test_unknown_preset_and_override():
     ({"train.wrec": float("nan")}, "train.wrec must be finite"),
     ({"train.threads": -1}, "train.threads must be 0"),
     ({"train.seed": -1}, "train.seed must be non-negative"),
+    ({"instances.threshold": float("nan")}, "instances.threshold must be finite"),
 ])
 def test_non_finite_and_negative_settings_are_refused(overrides, problem):
     with pytest.raises(InputError, match=problem):
