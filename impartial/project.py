@@ -6,7 +6,7 @@
                             images/<image>.tif       raw (C, H, W) float32
                             labels/<image>.tif       (H, W) int32 instances (optional)
                             scribbles/<image>.npz    scribble (H, W, S) uint8, optional val_mask (H, W) bool
-                            canvas/<image>.json      the drawing canvas' strokes, to restore it
+                            history/<image>/         edits of the scribbles, for undo (see strokes.py)
                             runs/<run_id>/           run folders written by the Trainer
                             predictions/<run_id>/    exported segmentations
 ```
@@ -31,7 +31,7 @@ import tempfile
 import time
 import unicodedata
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ import filelock
 import numpy as np
 import tifffile
 
-from . import io, scribbles, storage, synthetic
+from . import io, scribbles, storage, strokes, synthetic
 from .access import can_open
 from .config import RunConfig, TaskConfig, preset_config, whole_cell_tasks
 from .dataset import TrainingImage
@@ -361,7 +361,7 @@ class Project:
 
     def set_tasks(self, tasks: list[TaskConfig], reset_scribbles: bool = False) -> None:
         """Change the tasks. When their classes change, existing scribbles no longer fit their channels:
-        refused with InputError unless ``reset_scribbles`` (then every scribble and canvas is deleted)."""
+        refused with InputError unless ``reset_scribbles`` (then every scribble and its history is deleted)."""
         config = RunConfig(channels=self.channels, tasks=list(tasks)).validate()
         layout_changes = [task.classes for task in config.tasks] != [task.classes for task in self.tasks]
         scribbled = _stems(self.dir / "scribbles", ".npz")
@@ -463,7 +463,7 @@ class Project:
                           (self.contrast + [list(DEFAULT_CONTRAST)] * n_channels)[:n_channels])
 
     def delete_image(self, name: str) -> None:
-        """Remove an image with its labels, scribbles and canvas."""
+        """Remove an image with its labels, scribbles and their history."""
         self._require(name).unlink()
         self._path("labels", name, ".tif").unlink(missing_ok=True)
         self._remove_annotations(name)
@@ -471,7 +471,7 @@ class Project:
 
     def _remove_annotations(self, name: str) -> None:
         self._path("scribbles", name, ".npz").unlink(missing_ok=True)
-        self._path("canvas", name, ".json").unlink(missing_ok=True)
+        self.history(name).clear()
 
     def load_image(self, name: str) -> np.ndarray:
         """The raw image, (C, H, W) float32."""
@@ -566,28 +566,86 @@ class Project:
 
     # --- scribbles ------------------------------------------------------------------------------
 
-    def save_scribbles(self, name: str, scribbles_hws: np.ndarray, canvas_json: dict | None = None,
-                       val_mask: np.ndarray | None = None) -> None:
-        """Store an image's scribbles (H, W, S) 0/1 in the project's layout, atomically.
+    def save_scribbles(self, name: str, scribbles_hws: np.ndarray, val_mask: np.ndarray | None = None,
+                       user: str | None = None) -> None:
+        """Replace an image's scribbles (H, W, S) 0/1, atomically.
 
-        ``canvas_json`` is the drawing canvas' state to restore it; None removes a stored one (it would
-        no longer match). ``val_mask`` (H, W) bool fixes the validation box; None = chosen at training.
+        ``val_mask`` (H, W) bool fixes the validation box; None = chosen at training. With a ``user`` the
+        replacement is one edit of the image's history, which that user can undo (Clear, automatic strokes);
+        without one the history is forgotten (its edits no longer describe the file).
         """
         height, width = self.image_shape(name)
         expected = (height, width, self.n_scribble_channels)
         if scribbles_hws.shape != expected:
             raise InputError(f"scribbles have shape {scribbles_hws.shape}, expected {expected}", name)
-        arrays = {"scribble": (np.asarray(scribbles_hws) > 0).astype(np.uint8)}
+        if val_mask is not None and val_mask.shape != (height, width):
+            raise InputError(f"validation mask has shape {val_mask.shape}, expected {(height, width)}", name)
+        replacement = (np.asarray(scribbles_hws) > 0).astype(np.uint8)
+        with self._scribble_lock(name):
+            if user is None:
+                self.history(name).clear()
+            else:
+                change = strokes.replacement_change(self.load_scribbles(name), replacement)
+                self.history(name).record(change, user, secrets.token_hex(8))
+            self._write_scribbles(name, replacement, val_mask)
+
+    def _write_scribbles(self, name: str, scribbles_hws: np.ndarray, val_mask: np.ndarray | None) -> None:
+        arrays = {"scribble": scribbles_hws}
         if val_mask is not None:
-            if val_mask.shape != (height, width):
-                raise InputError(f"validation mask has shape {val_mask.shape}, expected {(height, width)}", name)
             arrays["val_mask"] = np.asarray(val_mask, dtype=bool)
         storage.write_npz(self._path("scribbles", name, ".npz"), **arrays)
-        canvas_path = self._path("canvas", name, ".json")
-        if canvas_json is None:
-            canvas_path.unlink(missing_ok=True)
-        else:
-            storage.write_json(canvas_path, canvas_json)
+
+    def _scribble_lock(self, name: str) -> filelock.FileLock:
+        """Held while an image's scribbles are read, changed and written: concurrent edits queue, none is lost."""
+        self._require(name)
+        (self.dir / "scribbles").mkdir(exist_ok=True)
+        return filelock.FileLock(self.dir / "scribbles" / f".{name}.lock")
+
+    def history(self, name: str) -> strokes.History:
+        """The image's edit history (see :mod:`impartial.strokes`)."""
+        return strokes.History(self.dir / "history" / name)
+
+    def draw_stroke(self, name: str, stroke: strokes.Stroke, user: str, op: str) -> bool:
+        """Paint one stroke into the image's scribbles as they are now on disk (merging with everyone's edits).
+
+        ``op`` identifies the request: one that arrives again is ignored. Returns whether anything changed.
+        """
+        def paint(scribbles: np.ndarray, history: strokes.History) -> bool:
+            change = strokes.stroke_change(scribbles, stroke, self.tasks)
+            history.record(change, user, op)
+            strokes.apply_change(scribbles, change)
+            return not change.empty
+
+        return self._edit_scribbles(name, op, paint)
+
+    def undo_stroke(self, name: str, user: str, op: str) -> bool:
+        """Undo the user's newest edit of the image, leaving later edits by others in place; False when none."""
+        return self._edit_scribbles(name, op, lambda scribbles, history: history.undo(scribbles, user, op))
+
+    def redo_stroke(self, name: str, user: str, op: str) -> bool:
+        """Redo the user's most recently undone edit of the image; False when none."""
+        return self._edit_scribbles(name, op, lambda scribbles, history: history.redo(scribbles, user, op))
+
+    def _edit_scribbles(self, name: str, op: str,
+                        edit: Callable[[np.ndarray, strokes.History], bool]) -> bool:
+        with self._scribble_lock(name):
+            history = self.history(name)
+            if history.seen(op):
+                return False
+            stored = self._load_scribble_file(name)
+            scribbles = self.load_scribbles(name).copy()
+            changed = edit(scribbles, history)
+            if changed:
+                self._write_scribbles(name, scribbles, stored.get("val_mask"))
+            return changed
+
+    def scribbles_stamp(self, name: str) -> tuple[int, int]:
+        """(modification time ns, size) of the image's scribble file, (0, 0) without one: changes with every edit."""
+        path = self._path("scribbles", name, ".npz")
+        with contextlib.suppress(FileNotFoundError):
+            stat = path.stat()
+            return stat.st_mtime_ns, stat.st_size
+        return 0, 0
 
     def _load_scribble_file(self, name: str) -> dict[str, np.ndarray]:
         self._require(name)
@@ -615,18 +673,6 @@ class Project:
         """The stored validation box (H, W) bool, or None when it is chosen at training time."""
         return self._load_scribble_file(name).get("val_mask")
 
-    def load_canvas(self, name: str) -> dict | None:
-        """The drawing canvas' saved state, or None; InputError naming the file when it is not a JSON object."""
-        self._require(name)
-        path = self._path("canvas", name, ".json")
-        if not path.exists():
-            return None
-        with _decoding(path, "the canvas strokes"):
-            state = json.loads(path.read_text())
-        if not isinstance(state, dict):
-            raise InputError("the canvas strokes are not a JSON object", path)
-        return state
-
     def scribbled_images(self) -> list[str]:
         """Images with at least one scribbled pixel, leaving out damaged ones (see :meth:`damaged_files`)."""
         damaged = self.damaged_files()
@@ -636,11 +682,11 @@ class Project:
     # --- damaged files ----------------------------------------------------------------------------
 
     def damaged_files(self) -> dict[str, InputError]:
-        """Images whose image, labels, scribble or canvas file cannot be used: image name -> the problem
+        """Images whose image, labels, scribble or history file cannot be used: image name -> the problem
         (an InputError naming the file, the first damaged one of that image).
 
         Image and label TIFFs are checked from their headers (a truncated file is found by where its pixel
-        data should end); scribbles and canvas files are decoded. Each result is kept per file modification time
+        data should end); scribbles and the history index are decoded. Each result is kept per file modification time
         and size, so calling this on every page costs one ``stat`` per file after the first time.
         """
         damaged = {}
@@ -656,7 +702,7 @@ class Project:
         checks = ((image_path, lambda: self._check_image(name)),
                   (self._path("labels", name, ".tif"), lambda: self._check_labels(name)),
                   (self._path("scribbles", name, ".npz"), lambda: self.load_scribbles(name)),
-                  (self._path("canvas", name, ".json"), lambda: self.load_canvas(name)))
+                  (self.history(name).folder / strokes.INDEX_FILE, lambda: self.history(name).check()))
         # the other files' checks depend on the image's shape and the project's classes: both are in the key
         context = (_stat_key(image_path), tuple(self.channels), self.n_scribble_channels)
         for path, check in checks:
@@ -691,9 +737,9 @@ class Project:
             raise InputError(f"the labels have shape {shape}, the image is {self.image_shape(name)}", path)
 
     def remove_damaged(self, name: str) -> None:
-        """Remove what makes ``name`` damaged: the whole image (with its labels, scribbles and canvas) when the
-        image file itself is unreadable, else only the damaged labels, scribble or canvas file (a scribble file
-        takes its canvas strokes along, which would no longer match)."""
+        """Remove what makes ``name`` damaged: the whole image (with its labels, scribbles and history) when the
+        image file itself is unreadable, else only the damaged labels, scribbles or history (a scribble file
+        takes its history along, which would no longer match)."""
         problem = self.damaged_files().get(name)
         if problem is None:
             return
@@ -702,11 +748,14 @@ class Project:
             self.delete_image(name)
         elif damaged == self._path("scribbles", name, ".npz"):
             self._remove_annotations(name)
+        elif damaged.parent == self.history(name).folder:
+            self.history(name).clear()
         else:
             damaged.unlink(missing_ok=True)
 
-    def auto_scribble(self, name: str, fraction: float = 0.2, seed: int = 0) -> None:
-        """Scribble ``fraction`` of the cells automatically from the image's whole-cell labels.
+    def auto_scribble(self, name: str, fraction: float = 0.2, seed: int = 0, user: str | None = None) -> None:
+        """Scribble ``fraction`` of the cells automatically from the image's whole-cell labels (replacing the
+        image's scribbles; with a ``user``, one edit that user can undo).
 
         Only classes named ``cell`` can be derived from whole-cell labels; other tasks raise InputError.
         """
@@ -719,7 +768,7 @@ class Project:
                              "labels", name)
         truth = [[labels] for _ in self.tasks]
         scribbles_hws, val_mask = scribbles.auto_scribbles(truth, fraction, seed=seed)
-        self.save_scribbles(name, scribbles_hws, val_mask=val_mask)
+        self.save_scribbles(name, scribbles_hws, val_mask=val_mask, user=user)
 
     # --- training and runs --------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ CASES = {
     "truncated image": ("tissue_3", "images/tissue_3.tif", truncate, lambda p, name: p.normalized(name)),
     "truncated labels": ("tissue_1", "labels/tissue_1.tif", truncate, lambda p, name: p.load_labels(name)),
     "garbage scribbles": ("tissue_2", "scribbles/tissue_2.npz", garbage, lambda p, name: p.load_scribbles(name)),
-    "garbage canvas": ("tissue_1", "canvas/tissue_1.json", garbage, lambda p, name: p.load_canvas(name)),
+    "garbage history": ("tissue_1", "history/tissue_1/index.json", garbage, lambda p, name: p.history(name).check()),
 }
 
 
@@ -107,7 +107,7 @@ def warnings(app: AppTest) -> list[str]:
 
 
 @pytest.mark.parametrize("page", ["1_Dataset.py", "2_Scribble.py", "3_Train.py"])
-@pytest.mark.parametrize("case", ["truncated image", "garbage scribbles", "garbage canvas"])
+@pytest.mark.parametrize("case", ["truncated image", "garbage scribbles", "garbage history"])
 def test_pages_warn_about_the_damaged_file_and_keep_working(data_root, page, case):
     project = create_demo_project(data_root, n_images=3, size=96)
     name, relative, damage, _ = CASES[case]

@@ -222,31 +222,28 @@ def scribble_example() -> np.ndarray:
 def test_scribbles_round_trip_atomically_and_survive_a_restart(tmp_path, project):
     name = with_image(project)
     assert project.load_scribbles(name).shape == (H, W, 2) and not project.load_scribbles(name).any()
-    assert project.load_canvas(name) is None
-    canvas = {"version": "4.4.0", "objects": [{"type": "path", "stroke": "#00ff00"}]}
-    project.save_scribbles(name, scribble_example(), canvas)
-    assert sorted(p.name for p in (project.dir / "scribbles").iterdir()) == [f"{name}.npz"]  # no temp file left
+    project.save_scribbles(name, scribble_example())
+    assert sorted(p.name for p in (project.dir / "scribbles").iterdir()
+                  if not p.name.endswith(".lock")) == [f"{name}.npz"]  # no temp file left
 
     reopened = open_project(tmp_path, "p1", user="ann")
     np.testing.assert_array_equal(reopened.load_scribbles(name), scribble_example())
     assert reopened.load_scribbles(name).dtype == np.uint8
-    assert reopened.load_canvas(name) == canvas
     assert reopened.load_val_mask(name) is None
     assert reopened.images() == [name] and reopened.channels == ["membrane", "nuclear"]
-
-    reopened.save_scribbles(name, scribble_example())  # without a canvas the old one would lie
-    assert reopened.load_canvas(name) is None
     with pytest.raises(InputError, match="expected"):
         reopened.save_scribbles(name, np.zeros((H, W, 3), np.uint8))
 
 
-def test_delete_removes_image_labels_scribbles_and_canvas(project):
+def test_delete_removes_image_labels_scribbles_and_history(project):
     keep, gone = with_image(project, "keep.tif"), with_image(project, "gone.tif", seed=1)
     project.add_labels(gone, "l.tif", tiff_bytes(np.ones((H, W), np.int32)))
-    project.save_scribbles(gone, scribble_example(), {"objects": []})
+    project.save_scribbles(gone, scribble_example(), user="ann")
+    assert any(project.history(gone).folder.iterdir())
     project.delete_image(gone)
     assert project.images() == [keep]
-    leftovers = [p.name for kind in ("images", "labels", "scribbles", "canvas") for p in (project.dir / kind).iterdir()]
+    folders = [project.dir / kind for kind in ("images", "labels", "scribbles", "history")]
+    leftovers = [p.name for folder in folders for p in folder.rglob("*") if not p.name.endswith(".lock")]
     assert leftovers == ["keep.tif"]
     with pytest.raises(InputError):
         project.load_image(gone)
