@@ -13,6 +13,7 @@ never started, listed by :func:`lost_requests` to be queued again or discarded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -30,7 +31,8 @@ from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
 from impartial.model import slot_device
 from impartial.project import Project, RunInfo, open_project
-from impartial.runs import Run, read_history, read_status
+from impartial.runs import CONFIG_FILE, Run, read_history, read_status
+from impartial.scribbles import missing_sides
 from impartial.storage import write_json
 from impartial.train import Trainer, TrainingEvent
 
@@ -44,6 +46,9 @@ LOSS_COLUMNS = ["scribble", "rec", "reg", "val", "total"]
 RESUMABLE = ("stopped", "interrupted", "failed")
 PREVIEW_FILE = "preview.npz"
 QUEUE_FOLDER = "queue"  # <project>/queue/<request id>.json: a queued training that has not started
+# Held from the last "is a training of this project going?" check to the job's submission, so two sessions
+# pressing Start at once cannot both pass the check (the job manager lives in this process).
+_SUBMITTING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,17 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
                     init_from: Path | None = None, run_dir: Path | None = None) -> str:
     """Queue a training of ``project``; returns the job id.
 
-    The training set is read now, so a project without scribbles raises InputError here, before
-    anything is queued. ``run_dir`` given = resume that run (its saved config wins).
+    Raises InputError, before anything is queued, while a training of the project is queued or running
+    (see :func:`training_in_progress`), when the project has no scribbles, and when a task's strokes lack
+    a side (only cells or only background: see :func:`impartial.scribbles.missing_sides`), which the
+    network cannot learn from. ``run_dir`` given = resume that run (its saved config wins).
     """
+    _refuse_while_training(project)  # before reading the images: the answer is quick
     dataset = project.training_set(config)
+    one_sided = missing_sides([item.scribbles for item in dataset], config)
+    if one_sided:
+        several = len(config.tasks) > 1
+        raise InputError("cannot train yet: " + " ".join(gap.message(several) for gap in one_sided))
     preview = project.normalized(preview_name) if preview_name else None
     label = f"resume {run_dir.name}" if run_dir else ("fine-tune" if init_from else "train")
     owner = job_owner()  # read here: the work runs in a thread without this session's state
@@ -128,7 +140,9 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
         finally:
             _remove_request(project.dir, request_id[0])  # stopped while waiting for the device, or failed
 
-    job_id = manager.submit(owner, project.name, f"{label} · {project.name}", work)
+    with _SUBMITTING:
+        _refuse_while_training(project)  # again: another session may have started one while the images loaded
+        job_id = manager.submit(owner, project.name, f"{label} · {project.name}", work)
     request_id.append(f"{manager.instance}-{job_id}")
     try:
         _write_request(project.dir, QueuedRequest(
@@ -140,6 +154,29 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
     finally:
         recorded.set()
     return job_id
+
+
+def training_in_progress(project: Project) -> str | None:
+    """Why a new training of ``project`` cannot start now, in one line; None when it can.
+
+    A training is in progress while a job of the project is queued or running in this server, or while
+    one of its run folders says running (a command-line run, ``impartial train --project``).
+    """
+    job = active_job(project)
+    if job is not None:
+        state = "waiting in the queue" if job.state == "queued" else "running"
+        return f"A training of {project.name} is {state}: stop it or wait for it to end before starting another."
+    running = next((info for info in project.runs() if info.status.get("state") == "running"), None)
+    if running is not None:
+        return (f"Run {running.id} of {project.name} is training (started outside this page): wait for it to "
+                "end before starting another.")
+    return None
+
+
+def _refuse_while_training(project: Project) -> None:
+    reason = training_in_progress(project)
+    if reason is not None:
+        raise InputError(reason)
 
 
 def lost_requests(projects: list[Any]) -> list[QueuedRequest]:
@@ -200,8 +237,13 @@ def project_jobs(project: Project) -> list[JobInfo]:
 
 
 def active_job(project: Project) -> JobInfo | None:
-    """The newest queued or running job of the project."""
-    return next((job for job in project_jobs(project) if job.state not in FINAL_STATES), None)
+    """The project's running job, else its newest queued one; None when neither.
+
+    The running one comes first, so its progress and Stop button stay in view should a second job of the
+    project ever be queued (:func:`submit_training` refuses to queue one).
+    """
+    jobs = [job for job in project_jobs(project) if job.state not in FINAL_STATES]
+    return next((job for job in jobs if job.state == "running"), jobs[0] if jobs else None)
 
 
 def stop_job(job: JobInfo) -> None:
@@ -227,7 +269,7 @@ def job_line(job: JobInfo, visible_projects: set[str]) -> str:
     elif job.progress.get("kind") == "waiting":
         where = job.progress["message"]
     else:
-        where = f"epoch {epoch_count(job.progress)}, remaining {format_seconds(job.progress.get('remaining_s'))}"
+        where = f"epoch {epoch_count(job.progress)}, {time_left(job.progress, 'running')}"
     if job.project not in visible_projects:
         return f"**another user's training** — {job.state}, {where}"
     return f"**{job.label}** — {job.state}, {where} (by {job.owner})"
@@ -238,6 +280,97 @@ def format_seconds(seconds: float | None) -> str:
         return "–"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def time_left(progress: dict[str, Any], state: str, now: float | None = None) -> str:
+    """The "remaining" part of a live run's caption.
+
+    ``progress`` is a status.json merged with the job's progress (``updated``: the status's heartbeat, written
+    with the last epoch's figures). With a time budget the run ends at the budget: what is left of it, counted
+    down from the heartbeat. Without one, "estimating" until the first epoch is timed, then the trainer's
+    estimate from the pace so far (the time per epoch times the epochs left), counted down the same way.
+    """
+    if state != "running":
+        return "remaining: estimating (the run is starting)"
+    since = max((time.time() if now is None else now) - float(progress["updated"]), 0.0) \
+        if progress.get("updated") else 0.0
+    budget = progress.get("budget_s")
+    if budget:
+        left = max(float(budget) - float(progress.get("elapsed_s") or 0.0) - since, 0.0)
+        return f"remaining about {format_seconds(left)} (the run ends at its time budget)"
+    if not progress.get("epoch") or progress.get("remaining_s") is None:
+        return "remaining: estimating (known once the first epoch is timed)"
+    return f"remaining about {format_seconds(max(float(progress['remaining_s']) - since, 0.0))}"
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast this server trained a network in an earlier run: patches per second of training time
+    (validation and previews included, setup and the final threshold choice not)."""
+
+    patches_per_s: float
+    run_id: str  # the run it was measured in
+
+
+def patches_per_epoch(config: RunConfig) -> int:
+    """The patches one epoch trains on: whole batches, at least one (as the trainer counts them)."""
+    return max(1, config.train.patches_per_epoch // config.train.batch) * config.train.batch
+
+
+def _speed_key(config: RunConfig) -> tuple:
+    """What sets the time a training step takes: the network and its inputs and outputs, patch, batch,
+    precision and device."""
+    train = config.train
+    return (config.n_channels, config.n_outputs, dataclasses.astuple(config.model), train.patch, train.batch,
+            train.precision, train.device)
+
+
+def measured_pace(runs: list[RunInfo], config: RunConfig) -> Pace | None:
+    """The pace of the newest of ``runs`` (newest first) that trained the same network the same way as
+    ``config`` would (see :func:`_speed_key`), from its history: epochs trained x patches per epoch / the
+    training time of its last epoch. None when no run matches or none has finished an epoch."""
+    key = _speed_key(config)
+    for info in runs:
+        if not (info.dir / CONFIG_FILE).exists():
+            continue  # queued or just created
+        try:
+            earlier = RunConfig.load(info.dir / CONFIG_FILE)
+            history = read_history(info.dir)
+            seconds = float(history["elapsed_s"].iloc[-1]) if len(history) else 0.0
+        except (InputError, KeyError, TypeError, ValueError):
+            continue  # damaged: another run may tell
+        if _speed_key(earlier) == key and seconds > 0:
+            return Pace(len(history) * patches_per_epoch(earlier) / seconds, info.id)
+    return None
+
+
+def estimated_seconds(config: RunConfig, pace: Pace | None) -> float | None:
+    """The training time of a run with ``config``: its time budget, else its epochs at ``pace`` (early stopping
+    may end it sooner); None without a budget or a pace."""
+    if config.train.max_minutes:
+        return config.train.max_minutes * 60.0
+    if pace is None:
+        return None
+    return config.train.epochs * patches_per_epoch(config) / pace.patches_per_s
+
+
+def estimate_line(config: RunConfig, pace: Pace | None) -> str:
+    """One line for the Train form: how long a run with ``config`` will train on this server, and from what."""
+    seconds = estimated_seconds(config, pace)
+    rate = "" if pace is None else f"{_rate(pace.patches_per_s)} patches/s, the pace of run {pace.run_id} here"
+    if config.train.max_minutes:
+        epochs = "" if pace is None else \
+            f": about {int(seconds * pace.patches_per_s // patches_per_epoch(config))} epochs at {rate}"
+        return f"Trains for its {format_seconds(seconds)} time budget{epochs}."
+    if seconds is None:
+        return ("No estimate yet: no earlier run of this network here to measure the pace. The time left shows "
+                "once the first epoch is timed.")
+    return (f"About {format_seconds(seconds)} of training: {config.train.epochs} epochs x "
+            f"{patches_per_epoch(config)} patches at {rate} (early stopping may end it sooner).")
+
+
+def _rate(patches_per_s: float) -> str:
+    return f"{patches_per_s:.0f}" if patches_per_s >= 10 else f"{patches_per_s:.1f}"
 
 
 def epoch_count(progress: dict[str, Any]) -> str:
@@ -266,8 +399,10 @@ def live_panel(project: Project) -> None:
     """Progress of the project's training, refreshed every few seconds while a job is queued or running
     (also a run started from the command line)."""
     job = active_job(project)
+    runs = project.runs()
+    outside = runs[0].id if job is None and runs and runs[0].status.get("state") == "running" else None
     panel = st.fragment(run_every=refresh_seconds(project), key="live-panel")(_panel)
-    panel(project, None if job is None else job.id)
+    panel(project, None if job is None else job.id, outside)
 
 
 def refresh_seconds(project: Project) -> float | None:
@@ -278,8 +413,13 @@ def refresh_seconds(project: Project) -> float | None:
     return REFRESH_SECONDS if watching else None
 
 
-def _panel(project: Project, job_id: str | None) -> None:
+def _panel(project: Project, job_id: str | None, outside_run: str | None = None) -> None:
+    """The live part; ``outside_run``: a run of the project training outside this server's jobs (the
+    command line), whose end redraws the whole page like a job's (Start comes back)."""
     if job_id is None:
+        if outside_run is not None and not any(info.id == outside_run and info.status.get("state") == "running"
+                                               for info in project.runs()):
+            st.rerun()
         _last_outcome(project)
         return
     job = job_manager().job(job_id)
@@ -319,9 +459,9 @@ def run_view(run_dir: Path, progress: dict[str, Any] | None = None) -> None:
     st.markdown(f"**Run `{run_dir.name}`** — {state}")
     st.progress(progress_fraction(latest), text=f"Epoch {epoch_count(latest)}")
     budget = f" of the {format_seconds(latest['budget_s'])} budget" if latest.get("budget_s") else ""
-    remaining = latest.get("remaining_s") if state == "running" else 0.0
-    st.caption(f"Elapsed {format_seconds(latest.get('elapsed_s'))}{budget} · remaining about "
-               f"{format_seconds(remaining)}" + (f" · {status['message']}" if status.get("message") else ""))
+    left = f" · {time_left(latest, state)}" if progress is not None or state == "running" else ""
+    st.caption(f"Elapsed {format_seconds(latest.get('elapsed_s'))}{budget}{left}"
+               + (f" · {status['message']}" if status.get("message") else ""))
     history = read_history(run_dir)
     curves, preview = st.columns([3, 2])
     with curves:

@@ -12,6 +12,10 @@ touches (the cell's skeleton plus a ring a few px inside its border) and a thin 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import skeletonize
@@ -222,6 +226,68 @@ def class_strokes(scribbles: np.ndarray, config: RunConfig, classes: tuple[str, 
             positive |= scribbles[..., channel] > 0
             negative |= scribbles[..., background[task_index]] > 0
     return positive, negative & ~positive
+
+
+Side = Literal["classes", "background"]
+
+
+@dataclass(frozen=True)
+class MissingSides:
+    """A task whose strokes lack one side, or both: its classes and its background.
+
+    The scribble loss of a task compares its class strokes with its background strokes; with one side
+    only, the easiest answer (everything is a cell, or nothing is) fits the strokes and the network learns
+    nothing useful about that task.
+    """
+
+    task: str
+    classes: tuple[str, ...]  # the task's class names
+    missing: tuple[Side, ...]  # ("classes",), ("background",) or ("classes", "background")
+
+    def message(self, several_tasks: bool = False) -> str:
+        """One line naming what is missing and what to add; ``several_tasks`` puts the task's name first."""
+        names = " or ".join(self.classes)
+        if self.missing == ("background",):
+            line = (f"Only {names} strokes, no background: add background strokes (between and around the cells) "
+                    f"so the network can tell {names} from background.")
+        elif self.missing == ("classes",):
+            line = (f"Only background strokes, no {names}: add {names} strokes (inside the cells) so the network "
+                    f"can tell {names} from background.")
+        else:
+            line = f"No strokes: add {names} strokes and background strokes."
+        return f"Task {self.task}: {line}" if several_tasks else line
+
+
+def missing_sides(scribbles: Iterable[np.ndarray], config: RunConfig) -> list[MissingSides]:
+    """Tasks whose strokes, over all ``scribbles`` together, lack their classes, their background, or both.
+
+    A task counts its classes as present when any of its classes has a stroke (a multi-class task may leave
+    one class out). Tasks with both sides are not listed, so an empty list means every task can learn.
+
+    Args:
+        scribbles: (H, W, S) 0/1 maps in the method's layout, one per image (shapes may differ).
+        config: the tasks that give the layout.
+
+    Returns:
+        One entry per task lacking a side, in task order.
+    """
+    has_class = np.zeros(len(config.tasks), bool)
+    has_background = np.zeros(len(config.tasks), bool)
+    background = _background_channels(config)
+    for image in scribbles:
+        image = np.asarray(image)
+        _check_layout(image, config)
+        stroked = image.reshape(-1, image.shape[-1]).any(axis=0)  # (S,): which maps hold a stroke
+        for task_index, _, _, channel in _class_channels(config):
+            has_class[task_index] |= stroked[channel]
+        has_background |= stroked[background]
+    result = []
+    for task_index, task in enumerate(config.tasks):
+        missing = tuple(side for side, present in (("classes", has_class[task_index]),
+                                                   ("background", has_background[task_index])) if not present)
+        if missing:
+            result.append(MissingSides(task.name, tuple(task.classes), missing))
+    return result
 
 
 # --- layout ---------------------------------------------------------------------------------------
