@@ -1,4 +1,5 @@
-"""The training settings form: a preset, the original's flags, a preview image, optional fine-tuning."""
+"""The training settings form: preset, run length with its time estimate, preview image, fine-tuning, and the
+original's flags under "Advanced"."""
 
 from __future__ import annotations
 
@@ -14,35 +15,51 @@ from impartial.project import Project, RunInfo
 from impartial.runs import Run
 
 from .state import show_input_errors
-from .training import run_label
+from .training import estimate_line, measured_pace, run_label
 
-# (label, config field, number format); ints have no format. Names follow the original's flags.
-FIELDS = [
-    ("Epochs", "train.epochs", None),
-    ("Patches per epoch", "train.patches_per_epoch", None),
-    ("Batch", "train.batch", None),
-    ("Learning rate (lr)", "train.lr", "%.5f"),
-    ("Foreground weight (wfore)", "train.wfore", "%.3f"),
-    ("Background weight (wback)", "train.wback", "%.3f"),
-    ("Reconstruction weight (wrec)", "train.wrec", "%.3f"),
-    ("Smoothness weight (wreg)", "train.wreg", "%.3f"),
-    ("Cell-core weight (wsep)", "train.wsep", "%.3f"),
-    ("Kept pixel ratio (ratio)", "train.ratio", "%.3f"),
-    ("Ensemble cycles (nsaves)", "train.nsaves", None),
-    ("MC-dropout passes (mcdrop)", "predict.mcdrop", None),
-    ("Time budget, minutes (0 = train for Epochs)", "train.max_minutes", "%.1f"),
-    ("Seed", "train.seed", None),
-    ("Preview every N epochs (0 = never)", "train.preview_every", None),
+# (label, config field, number format, help); ints have no format. Names follow the original's flags.
+# How long the run trains: drawn outside the form, so the time estimate under them follows every change.
+LENGTH_FIELDS = [
+    ("Time budget, minutes (0 = train for Epochs)", "train.max_minutes", "%.1f",
+     "The run trains for the whole budget and Epochs is ignored: the ensemble cycles share the time, and a cycle "
+     "that stops improving leaves its time to the later ones. 0: no budget, the run trains for Epochs and early "
+     "stopping may end it sooner."),
+    ("Epochs", "train.epochs", None, "How many epochs the run trains when there is no time budget; ignored with one."),
+    ("Patches per epoch", "train.patches_per_epoch", None,
+     "Random patches of the scribbled images trained on per epoch; validation runs after each epoch."),
 ]
-HELP = {
-    "train.epochs": "Ignored when a time budget is set.",
-    "train.max_minutes": "The run trains for the whole budget and Epochs is ignored: the ensemble cycles share the "
-                         "time, and a cycle that stops improving leaves its time to the later ones. "
-                         "0: no budget, the run trains for Epochs and early stopping may end it sooner.",
-    "train.wsep": "Weight of the cell-core loss that teaches touching cells apart; used only when the run "
-                  "learns to separate touching cells.",
-}
-# (label, config field, help): on/off settings, drawn as checkboxes under the numbers
+PLAIN_FIELDS = [
+    ("Preview every N epochs (0 = never)", "train.preview_every", None,
+     "Predict the preview image after the first epoch and then every N epochs, to watch the run learn; each "
+     "preview costs one prediction of the image."),
+]
+# The method's loss weights and ensemble knobs, in the "Advanced" expander.
+ADVANCED_FIELDS = [
+    ("Batch", "train.batch", None, "Patches per optimisation step: larger takes more memory, smaller is noisier."),
+    ("Learning rate (lr)", "train.lr", "%.5f",
+     "Adam's step size; with a time budget it falls along a cosine to 5 % of this within each ensemble cycle."),
+    ("Foreground weight (wfore)", "train.wfore", "%.3f", "Weight of the cross-entropy on the class strokes."),
+    ("Background weight (wback)", "train.wback", "%.3f", "Weight of the cross-entropy on the background strokes."),
+    ("Reconstruction weight (wrec)", "train.wrec", "%.3f",
+     "Weight of reconstructing the blind-spot pixels: what the network learns from the unscribbled image."),
+    ("Smoothness weight (wreg)", "train.wreg", "%.3f",
+     "Weight of the total variation of the component probabilities: higher gives smoother maps."),
+    ("Cell-core weight (wsep)", "train.wsep", "%.3f",
+     "Weight of the cell-core loss that teaches touching cells apart; used only when the run learns to separate "
+     "touching cells."),
+    ("Kept pixel ratio (ratio)", "train.ratio", "%.3f",
+     "Share of each patch's pixels the network sees; the rest are blind spots it must reconstruct."),
+    ("Ensemble cycles (nsaves)", "train.nsaves", None,
+     "The run is split into this many cycles, each keeping its best checkpoint; predictions average them."),
+    ("MC-dropout passes (mcdrop)", "predict.mcdrop", None,
+     "Dropout passes per checkpoint when predicting: more give steadier means and variances, at their cost in "
+     "time."),
+    ("Seed", "train.seed", None, "Seeds the weights, patches and blind spots: the same seed repeats a run."),
+]
+ESTIMATE_HELP = ("Measured, not guessed: the patches per second of the newest earlier run of this project that "
+                 "trained the same network (channels, outputs, patch, batch, precision, device) here, validation "
+                 "and previews included; setting up and choosing thresholds at the end add a little.")
+# (label, config field, help): on/off settings, drawn as checkboxes in the "Advanced" expander
 SWITCHES = [
     ("Start from the pretrained cell prior", "train.prior",
      "Start from weights pretrained on synthetic tissue (shipped with ImPartial) when some fit this network and it "
@@ -78,8 +95,18 @@ def base_config(project: Project, preset: str) -> RunConfig:
     return config
 
 
-def settings_form(project: Project, finished: list[RunInfo]) -> TrainRequest | None:
-    """Draw the form; returns the request when Start was pressed with valid settings, else None."""
+def _number(container, base: RunConfig, preset: str, label: str, field: str, number_format: str | None,
+            help_text: str):
+    return container.number_input(label, value=_value(base, field), format=number_format,
+                                  step=None if number_format else 1, key=f"{field}-{preset}", help=help_text)
+
+
+def settings_form(project: Project, finished: list[RunInfo], blocked: bool = False) -> TrainRequest | None:
+    """Draw the form; returns the request when Start was pressed with valid settings, else None.
+
+    The run's length and its time estimate come first, then the form: preview, where to start from, and the
+    method's weights and ensemble knobs under "Advanced". ``blocked``: Start is disabled (the page says why).
+    """
     remembered = project.config_defaults().preset
     presets = list(PRESETS)
     preset = st.segmented_control("Preset", presets, default=remembered if remembered in presets else presets[0],
@@ -89,27 +116,39 @@ def settings_form(project: Project, finished: list[RunInfo]) -> TrainRequest | N
     damaged = project.damaged_files()
     names = [name for name in project.images() if name not in damaged]  # a damaged image cannot be previewed
     unscribbled = [name for name in names if name not in set(project.scribbled_images())]
+    values = {field: _number(st, base, preset, label, field, number_format, help_text)
+              for label, field, number_format, help_text in LENGTH_FIELDS}
+    try:
+        planned = apply_overrides(copy.deepcopy(base), values)
+        st.caption(estimate_line(planned, measured_pace(project.runs(), planned)), help=ESTIMATE_HELP)
+    except InputError:
+        pass  # a value the form refuses on Start, with its message
     with st.form("train_settings"):
-        columns = st.columns(2)
-        values = {}
-        for index, (label, field, number_format) in enumerate(FIELDS):
-            current = _value(base, field)
-            values[field] = columns[index % 2].number_input(label, value=current, format=number_format,
-                                                            step=None if number_format else 1,
-                                                            key=f"{field}-{preset}", help=HELP.get(field))
-        for label, field, help_text in SWITCHES:
-            values[field] = st.checkbox(label, value=_value(base, field), key=f"{field}-{preset}", help=help_text)
-        values["train.precision"] = st.selectbox(
-            "Precision", PRECISIONS, index=PRECISIONS.index(base.train.precision), key=f"precision-{preset}",
-            help="auto: bfloat16 where the CPU or GPU computes it natively (about 1.5x faster on such CPUs), "
-                 "float32 elsewhere")
         preview = st.selectbox("Preview image", names, key="preview_image",
-                               index=names.index(unscribbled[0]) if unscribbled else 0)
+                               index=names.index(unscribbled[0]) if unscribbled else 0,
+                               help="The image predicted during training to show progress: by default one "
+                                    "without scribbles, which shows what the network learned beyond them.")
+        for label, field, number_format, help_text in PLAIN_FIELDS:
+            values[field] = _number(st, base, preset, label, field, number_format, help_text)
         by_id = {info.id: info for info in finished}
         start_id = st.selectbox("Start from", [None, *by_id], format_func=lambda run_id: "a new network" if run_id
-                                is None else f"fine-tune {run_label(by_id[run_id])}")
+                                is None else f"fine-tune {run_label(by_id[run_id])}",
+                                help="A new network, or the weights of an earlier run, to fine-tune after adding "
+                                     "scribbles where it was wrong (keeps that run's network shape).")
+        with st.expander("Advanced: loss weights, ensemble, precision"):
+            columns = st.columns(2)
+            for index, (label, field, number_format, help_text) in enumerate(ADVANCED_FIELDS):
+                values[field] = _number(columns[index % 2], base, preset, label, field, number_format, help_text)
+            for label, field, help_text in SWITCHES:
+                values[field] = st.checkbox(label, value=_value(base, field), key=f"{field}-{preset}",
+                                            help=help_text)
+            values["train.precision"] = st.selectbox(
+                "Precision", PRECISIONS, index=PRECISIONS.index(base.train.precision), key=f"precision-{preset}",
+                help="auto: bfloat16 where the CPU or GPU computes it natively (about 1.5x faster on such CPUs), "
+                     "float32 elsewhere")
         start_from = by_id.get(start_id)
-        if not st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:"):
+        if not st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
+                                     disabled=blocked):
             return None
     try:
         config = apply_overrides(copy.deepcopy(base), values)

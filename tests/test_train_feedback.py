@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from dashboard import training
 from dashboard.training import (
@@ -25,6 +26,7 @@ from impartial.jobs import JobManager
 from impartial.project import RunInfo, create_demo_project, open_project
 from impartial.runs import write_status
 from impartial.scribbles import MissingSides, missing_sides
+from impartial.train import TrainingEvent
 
 WAIT_S = 30.0  # generous: only reached when something is broken
 
@@ -276,3 +278,114 @@ def test_two_starts_at_once_queue_one_training(data_root, manager, monkeypatch):
         session.join(WAIT_S)
     assert len(manager.jobs(project="demo")) == 1
     assert sorted(outcome.startswith("A training of demo is") for outcome in outcomes) == [False, True]
+
+
+# --- the Train page -------------------------------------------------------------------------------
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE_TIMEOUT_S = 60  # the first run imports torch
+
+
+def train_page() -> AppTest:
+    """The app with the demo project open, switched to the Train page."""
+    app = AppTest.from_file(APP, default_timeout=PAGE_TIMEOUT_S)
+    app.session_state["project"] = "demo"
+    app.run()
+    app.switch_page("views/3_Train.py").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def start_button(app: AppTest):
+    return next(button for button in app.button if button.label == "Start training")
+
+
+def column_with(app: AppTest, subheader: str):
+    """The page column whose subheader is ``subheader``."""
+    return next(column for column in app.columns if any(item.value == subheader for item in column.subheader))
+
+
+class ReportingTrainer(BlockingTrainer):
+    """A blocking trainer that has finished one epoch of a 10-epoch run and says so as the real one does: in
+    status.json and to its listener."""
+
+    def __init__(self, config, dataset, folder, on_event, **kwargs):
+        super().__init__(config, dataset, folder)
+        self.on_event = on_event
+
+    def run(self):
+        timing = {"epoch": 1, "total_epochs": 10, "elapsed_s": 5.0, "remaining_s": 45.0}
+        write_status(self.folder, "running", **timing)
+        self.on_event(TrainingEvent(kind="epoch", **timing))
+        super().run()
+        write_status(self.folder, "done", **timing)
+
+
+def test_while_the_project_trains_start_is_off_and_the_run_stays_in_view(data_root, manager, monkeypatch):
+    monkeypatch.setattr(training, "Trainer", ReportingTrainer)
+    project = create_demo_project(data_root, n_images=1, size=64)
+    job_id = submit_training(project, project.config_defaults(), None)
+    assert BlockingTrainer.started.wait(WAIT_S)
+    app = train_page()
+    assert start_button(app).disabled
+    assert any("A training of demo is running" in item.value for item in app.info)
+    progress = column_with(app, "Progress")
+    assert [button.label for button in progress.button] == ["Stop"]
+    assert any(item.value.startswith("**Run `") and "running" in item.value for item in progress.markdown)
+    assert any("remaining about" in item.value for item in progress.caption)
+    assert len(manager.jobs(project="demo")) == 1
+    BlockingTrainer.release.set()
+    assert manager.wait(job_id, WAIT_S).state == "done"
+    assert not start_button(train_page()).disabled
+
+
+def test_one_sided_scribbles_warn_on_the_train_page_and_start_is_off(data_root):
+    project = create_demo_project(data_root, n_images=2, size=64)
+    for name in project.scribbled_images():
+        scribbles = project.load_scribbles(name)
+        scribbles[..., 1] = 0  # no background strokes left
+        project.save_scribbles(name, scribbles)
+    app = train_page()
+    assert [item.value for item in app.warning] == [
+        "Only cell strokes, no background: add background strokes (between and around the cells) so the network "
+        "can tell cell from background. Start is off until then."]
+    assert start_button(app).disabled
+
+
+def test_the_form_shows_plain_settings_and_keeps_the_methods_knobs_under_advanced(data_root):
+    create_demo_project(data_root, n_images=1, size=64)
+    app = train_page()
+    (advanced,) = app.expander
+    assert advanced.label.startswith("Advanced")
+    hidden = {item.label for item in advanced.number_input} | {item.label for item in advanced.checkbox}
+    assert {"Foreground weight (wfore)", "Background weight (wback)", "Reconstruction weight (wrec)",
+            "Smoothness weight (wreg)", "Ensemble cycles (nsaves)", "MC-dropout passes (mcdrop)",
+            "Start from the pretrained cell prior"} <= hidden
+    plain = {item.label for item in app.number_input} - hidden
+    assert {"Time budget, minutes (0 = train for Epochs)", "Epochs"} <= plain
+    assert {"Preview image", "Start from"} <= {item.label for item in app.selectbox}
+    assert not {"Preview image", "Start from"} & {item.label for item in advanced.selectbox}
+    assert all(item.help for item in [*app.number_input, *app.selectbox, *app.checkbox])
+
+
+def test_the_estimate_before_start_uses_an_earlier_runs_pace_and_follows_the_time_budget(data_root):
+    project = create_demo_project(data_root, n_images=1, size=64)
+    config = project.config_defaults()  # the quick preset: 40 epochs of 256 patches
+    earlier = fake_run(project.dir / "runs", "20260101-000000-abcdef", config, [2.0, 4.0, 6.0, 8.0])
+    write_status(earlier.dir, "done", epoch=4, total_epochs=4, elapsed_s=8.0)
+    app = train_page()  # 4 epochs x 256 patches in 8 s: 128 patches/s
+    assert ("About 1 min 20 s of training: 40 epochs x 256 patches at 128 patches/s, the pace of run "
+            "20260101-000000-abcdef here (early stopping may end it sooner).") in [item.value for item in app.caption]
+    app.number_input(key="train.max_minutes-quick").set_value(2.0).run()  # 120 s x 128 / 256 = 60 epochs
+    assert ("Trains for its 2 min 00 s time budget: about 60 epochs at 128 patches/s, the pace of run "
+            "20260101-000000-abcdef here.") in [item.value for item in app.caption]
+
+
+def test_resume_sits_in_the_progress_column(data_root):
+    project = create_demo_project(data_root, n_images=1, size=64)
+    folder = project.new_run_dir()
+    write_status(folder, "stopped", epoch=3, total_epochs=10)
+    (folder / "state.pt").write_bytes(b"")
+    app = train_page()
+    assert [button.label for button in column_with(app, "Progress").button] == ["Resume"]
+    assert "Resume" not in [button.label for button in app.columns[0].button]

@@ -9,7 +9,6 @@ from dashboard.state import damaged_images, require_project, show_input_errors
 from dashboard.trainform import settings_form
 from dashboard.training import (
     RESUMABLE,
-    active_job,
     epoch_count,
     format_seconds,
     live_panel,
@@ -17,10 +16,12 @@ from dashboard.training import (
     run_label,
     runs_with_checkpoints,
     submit_training,
+    training_in_progress,
 )
-from impartial.config import RunConfig
+from impartial.config import RunConfig, preset_config
 from impartial.errors import InputError
 from impartial.runs import STATE_FILE, Run
+from impartial.scribbles import missing_sides
 
 project = require_project()
 st.title(f"Train · {project.name}")
@@ -28,11 +29,17 @@ if not project.images():
     st.info("Add images and scribbles first.")
     st.stop()
 damaged = damaged_images(project, "They are left out of training, which uses the other images.")
+busy = training_in_progress(project)  # one training of a project at a time: Start waits for this one
+layout = preset_config("quick", tasks=project.tasks)  # only the tasks matter: they give the scribble layout
+scribbled = [project.load_scribbles(name) for name in project.scribbled_images()]
+# without any scribbles Start says so itself; with some, a task missing a side cannot learn
+one_sided = missing_sides(scribbled, layout) if scribbled else []
 
 
 def start(config: RunConfig, preview_name: str | None, init_from: Path | None = None,
           run_dir: Path | None = None) -> None:
-    """Queue the training; an InputError (no scribbles, bad settings) becomes an error box.
+    """Queue the training; an InputError (no scribbles, one-sided scribbles, a training of the project going on,
+    bad settings) becomes an error box.
 
     Damaged images are left out of the training set by the project; a damaged preview image means no preview.
     """
@@ -46,16 +53,36 @@ def start(config: RunConfig, preview_name: str | None, init_from: Path | None = 
     st.rerun()
 
 
+def resume_control() -> None:
+    """Resume a stopped, interrupted or failed run that kept its training state (none while one trains)."""
+    resumable = [info for info in project.runs()
+                 if info.status.get("state") in RESUMABLE and (info.dir / STATE_FILE).exists()]
+    if not resumable or busy is not None:
+        return
+    by_id = {info.id: info for info in resumable}
+    chosen = by_id[st.selectbox("Resume a stopped or interrupted run", list(by_id),
+                                format_func=lambda run_id: run_label(by_id[run_id]))]
+    if st.button("Resume", icon=":material/play_arrow:"):
+        start(Run.load(chosen.dir).config, st.session_state.get("preview_image"), run_dir=chosen.dir)
+
+
 settings, progress = st.columns([2, 3])
 with settings:
-    request = settings_form(project, runs_with_checkpoints(project))
+    for gap in one_sided:
+        st.warning(gap.message(several_tasks=len(project.tasks) > 1) + " Start is off until then.",
+                   icon=":material/warning:")
+    if busy is not None:
+        st.info(busy, icon=":material/hourglass_top:")
+    request = settings_form(project, runs_with_checkpoints(project), blocked=busy is not None or bool(one_sided))
     if request is not None:
         start(request.config, request.preview_name, init_from=request.init_from)
 with progress:
     st.subheader("Progress")
-    if active_job(project) is None and not project.runs():
+    if busy is None and not project.runs():
         st.caption("No training yet: choose the settings and press Start.")
     live_panel(project)
+    resume_control()
+
 
 def runs_table() -> None:
     """Every run of the project with its state; live while a training runs."""
@@ -71,11 +98,3 @@ def runs_table() -> None:
 
 st.subheader("Runs")
 st.fragment(run_every=refresh_seconds(project), key="runs-table")(runs_table)()
-resumable = [info for info in project.runs()
-             if info.status.get("state") in RESUMABLE and (info.dir / STATE_FILE).exists()]
-if resumable and active_job(project) is None:
-    by_id = {info.id: info for info in resumable}
-    chosen = by_id[st.selectbox("Resume a stopped or interrupted run", list(by_id),
-                                format_func=lambda run_id: run_label(by_id[run_id]))]
-    if st.button("Resume", icon=":material/play_arrow:"):
-        start(Run.load(chosen.dir).config, st.session_state.get("preview_image"), run_dir=chosen.dir)
