@@ -119,7 +119,7 @@ def settings_form(project: Project, finished: list[RunInfo], blocked: bool = Fal
     values = {field: _number(st, base, preset, label, field, number_format, help_text)
               for label, field, number_format, help_text in LENGTH_FIELDS}
     try:
-        planned = apply_overrides(copy.deepcopy(base), values)
+        planned = apply_overrides(copy.deepcopy(base), values).validate()
         st.caption(estimate_line(planned, measured_pace(project.runs(), planned)), help=ESTIMATE_HELP)
     except InputError:
         pass  # a value the form refuses on Start, with its message

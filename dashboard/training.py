@@ -335,11 +335,13 @@ def measured_pace(runs: list[RunInfo], config: RunConfig) -> Pace | None:
             continue  # queued or just created
         try:
             earlier = RunConfig.load(info.dir / CONFIG_FILE)
+            if _speed_key(earlier) != key:
+                continue
             history = read_history(info.dir)
             seconds = float(history["elapsed_s"].iloc[-1]) if len(history) else 0.0
         except (InputError, KeyError, TypeError, ValueError):
             continue  # damaged: another run may tell
-        if _speed_key(earlier) == key and seconds > 0:
+        if seconds > 0:
             return Pace(len(history) * patches_per_epoch(earlier) / seconds, info.id)
     return None
 

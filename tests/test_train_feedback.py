@@ -379,6 +379,9 @@ def test_the_estimate_before_start_uses_an_earlier_runs_pace_and_follows_the_tim
     app.number_input(key="train.max_minutes-quick").set_value(2.0).run()  # 120 s x 128 / 256 = 60 epochs
     assert ("Trains for its 2 min 00 s time budget: about 60 epochs at 128 patches/s, the pace of run "
             "20260101-000000-abcdef here.") in [item.value for item in app.caption]
+    app.number_input(key="train.max_minutes-quick").set_value(-1.0).run()  # refused on Start: no estimate
+    assert not app.exception, app.exception
+    assert not [item.value for item in app.caption if "time budget" in item.value or "of training" in item.value]
 
 
 def test_resume_sits_in_the_progress_column(data_root):
