@@ -1,27 +1,30 @@
-"""Scribbling on the canvas, as numpy: brushes, the zoomed region, strokes -> (H, W, S) scribbles.
+"""Scribbling, as numpy: brushes, the part of the image in view, and the pictures the canvas shows.
 
-The canvas returns its strokes as an RGBA picture (``return_image_data=True``). Every brush draws
-in its own opaque colour, so each stroke pixel is assigned to the brush of the nearest colour; the
-topmost stroke wins where strokes overlap, exactly as the user sees it. Strokes are applied on top of
-the scribbles saved when the canvas was opened ("base"), so undo on the canvas undoes in the file too.
+The canvas (dashboard/static/scribble_canvas.js) shows a *tile*: the part of the image in view plus a
+margin, at no more pixels than the screen needs. It composites the channels itself (so channel controls
+act at once) and sends strokes back as edits that :mod:`impartial.strokes` applies to the saved scribbles.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import io
+from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
+from scipy import ndimage
+from skimage.segmentation import find_boundaries
 
 from impartial.config import TaskConfig
 
-from .render import hex_to_rgb
+from .render import colormap, hex_to_rgb
 
 # Brush colours stay clear of the default channel colours (green, blue) so strokes stand out.
 CLASS_COLORS = ("#ff3030", "#ff40ff", "#ff8000", "#9050ff", "#00d0a0", "#ff80b0")
 BACKGROUND_COLORS = ("#ffe000", "#b0ff40", "#40ffe0")
 ERASER_COLOR = "#808080"
-MIN_STROKE_ALPHA = 128  # canvas pixels less opaque than this are anti-aliased stroke edges: ignored
-NO_BRUSH = 255
+ERASER_KEY = "e"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Brush:
     color: str
     task: int | None
     channel: int | None  # index into the (H, W, S) scribble channels; None for the eraser
+    key: str  # the keyboard key that picks it on the canvas
 
 
 @dataclass(frozen=True)
@@ -53,105 +57,103 @@ def brushes_for(tasks: list[TaskConfig]) -> list[Brush]:
     for index, task in enumerate(tasks):
         for number, name in enumerate(task.classes):
             color = CLASS_COLORS[len(brushes) % len(CLASS_COLORS)]
-            brushes.append(Brush(name, color, index, offset + number))
+            brushes.append((name, color, index, offset + number))
         label = "background" if len(tasks) == 1 else f"background ({task.name})"
-        backgrounds.append(Brush(label, BACKGROUND_COLORS[index % len(BACKGROUND_COLORS)], index,
-                                 offset + task.n_classes))
+        backgrounds.append((label, BACKGROUND_COLORS[index % len(BACKGROUND_COLORS)], index, offset + task.n_classes))
         offset += task.n_scribble_channels
-    return [*brushes, *backgrounds, Brush("eraser", ERASER_COLOR, None, None)]
+    painting = [Brush(*fields, key=str(number)) for number, fields in enumerate([*brushes, *backgrounds], start=1)]
+    return [*painting, Brush("eraser", ERASER_COLOR, None, None, key=ERASER_KEY)]
 
 
-def task_channels(tasks: list[TaskConfig]) -> list[slice]:
-    """The slice of scribble channels that belongs to each task."""
-    starts = np.cumsum([0] + [task.n_scribble_channels for task in tasks])
-    return [slice(int(start), int(stop)) for start, stop in zip(starts[:-1], starts[1:], strict=True)]
-
-
-def zoom_region(shape: tuple[int, int], zoom: float, center_y: float, center_x: float) -> Region:
-    """The window of ``1/zoom`` of each side around a centre given as fractions (0..1) of the image.
-
-    The window is kept inside the image.
-    """
+def tile_for_view(shape: tuple[int, int], view: Region, scale: float, max_side: int,
+                  margin: float = 0.15) -> tuple[Region, float]:
+    """The tile to send for a view: the view plus ``margin`` of its size on each side (inside the image), and
+    its resolution in tile pixels per image pixel: as sharp as the screen shows it (``scale`` screen pixels per
+    image pixel, never above 1) with no side over ``max_side`` pixels."""
     height, width = shape
-    region_h, region_w = max(1, round(height / zoom)), max(1, round(width / zoom))
-    top = int(np.clip(round(center_y * height - region_h / 2), 0, height - region_h))
-    left = int(np.clip(round(center_x * width - region_w / 2), 0, width - region_w))
-    return Region(top, left, region_h, region_w)
+    pad_h, pad_w = round(view.height * margin), round(view.width * margin)
+    top, left = max(0, view.top - pad_h), max(0, view.left - pad_w)
+    bottom = min(height, view.top + view.height + pad_h)
+    right = min(width, view.left + view.width + pad_w)
+    tile = Region(top, left, max(1, bottom - top), max(1, right - left))
+    resolution = min(1.0, scale, max_side / max(tile.height, tile.width))
+    return tile, resolution
 
 
-def canvas_size(region: Region, max_side: int) -> tuple[int, int]:
-    """(height, width) of the canvas showing ``region`` with its longer side at ``max_side`` pixels."""
-    scale = max_side / max(region.height, region.width)
-    return max(1, round(region.height * scale)), max(1, round(region.width * scale))
+def tile_size(tile: Region, resolution: float) -> tuple[int, int]:
+    """(height, width) in pixels of a tile at ``resolution``."""
+    return max(1, round(tile.height * resolution)), max(1, round(tile.width * resolution))
 
 
-def stroke_brushes(rgba: np.ndarray, brushes: list[Brush]) -> np.ndarray:
-    """Which brush painted each pixel of the canvas picture.
+def display_levels(image: np.ndarray, contrast: list[list[float]]) -> np.ndarray:
+    """(C, H, W) float32 normalised image -> (C, H, W) uint8 grey levels, each channel stretched between its
+    ``[low, high]`` percentiles (as :func:`dashboard.render.composite` does); the canvas colours them."""
+    levels = np.empty(image.shape, np.uint8)
+    for index, (channel, (low, high)) in enumerate(zip(image, contrast, strict=True)):
+        lo, hi = np.percentile(channel, [low, high])
+        levels[index] = np.round(np.clip((channel - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0) * 255)
+    return levels
 
-    Args:
-        rgba: (h, w, 4) uint8, the strokes only (transparent elsewhere).
-        brushes: the palette; colours must differ.
 
-    Returns:
-        (h, w) uint8 brush index, ``NO_BRUSH`` where nothing was painted.
+def shrink(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 2-D uint8 picture resized to ``size`` (height, width): area average when smaller, nearest when larger."""
+    method = Image.Resampling.BOX if size[0] <= values.shape[0] else Image.Resampling.NEAREST
+    return np.asarray(Image.fromarray(values).resize((size[1], size[0]), method))
+
+
+def scribble_layer(scribbles: np.ndarray, brushes: list[Brush], size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 4) uint8 picture of (H, W, S) scribbles in brush colours, transparent elsewhere, at ``size``.
+
+    A tile pixel shows a brush when any image pixel under it is scribbled, so thin strokes stay visible on a
+    zoomed-out view; later brushes are drawn on top.
     """
-    palette = np.stack([hex_to_rgb(brush.color) for brush in brushes]) * 255.0  # (B, 3)
-    painted = rgba[..., 3] >= MIN_STROKE_ALPHA
-    colors = rgba[painted][:, :3].astype(np.float32)  # (N, 3)
-    distances = ((colors[:, None, :] - palette[None]) ** 2).sum(axis=-1)  # (N, B)
-    result = np.full(rgba.shape[:2], NO_BRUSH, np.uint8)
-    result[painted] = np.argmin(distances, axis=1)
-    return result
-
-
-def resample_nearest(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a 2-D array to ``shape``, sampling at pixel centres."""
-    rows = ((np.arange(shape[0]) + 0.5) * values.shape[0] / shape[0]).astype(int)
-    cols = ((np.arange(shape[1]) + 0.5) * values.shape[1] / shape[1]).astype(int)
-    return values[np.ix_(rows, cols)]
-
-
-def apply_strokes(base: np.ndarray, brush_map: np.ndarray, region: Region, brushes: list[Brush],
-                  tasks: list[TaskConfig]) -> np.ndarray:
-    """Scribbles after painting: ``base`` with the region's painted pixels overwritten.
-
-    A class or background brush makes the pixel that class within its task (the task's other maps are
-    cleared there, other tasks keep theirs); the eraser clears every map.
-
-    Args:
-        base: (H, W, S) uint8 scribbles before the strokes.
-        brush_map: (h, w) uint8 from :func:`stroke_brushes`, any size: resampled onto the region.
-        region: where the canvas sits in the image.
-
-    Returns:
-        (H, W, S) uint8, a new array.
-    """
-    scribbles = base.copy()
-    window = scribbles[region.slices()]  # a view: writing to it writes to ``scribbles``
-    painted = resample_nearest(brush_map, (region.height, region.width))
-    channels = task_channels(tasks)
-    for index, brush in enumerate(brushes):
-        mask = painted == index
-        if not mask.any():
-            continue
-        if brush.task is None:
-            window[mask] = 0
-            continue
-        task_maps = window[:, :, channels[brush.task]]  # a view again
-        task_maps[mask] = 0
-        task_maps[mask, brush.channel - channels[brush.task].start] = 1
-    return scribbles
-
-
-def paint_scribbles(rgb: np.ndarray, scribbles: np.ndarray, brushes: list[Brush], opacity: float = 0.8) -> np.ndarray:
-    """Show saved scribbles (H, W, S) in their brush colours over an (H, W, 3) uint8 picture."""
-    out = rgb.astype(np.float32)
+    layer = np.zeros((*size, 4), np.uint8)
     for brush in brushes:
         if brush.channel is None:
             continue
-        mask = scribbles[..., brush.channel] > 0
-        out[mask] = (1.0 - opacity) * out[mask] + opacity * hex_to_rgb(brush.color) * 255.0
-    return np.round(out).astype(np.uint8)
+        covered = shrink(scribbles[..., brush.channel].astype(np.uint8) * 255, size) > 0
+        layer[covered] = [*np.round(hex_to_rgb(brush.color) * 255).astype(np.uint8), 255]
+    return layer
+
+
+@dataclass
+class Overlay:
+    """What can be drawn over the image and the scribbles, all (H, W) at image resolution."""
+
+    entropy: np.ndarray | None = None  # in [0, 1]: shown in a colour map, half transparent
+    outlines: list[tuple[np.ndarray, str]] = field(default_factory=list)  # (labels, colour): instance borders
+    frames: np.ndarray | None = None  # bool: suggestion frames
+
+    @property
+    def empty(self) -> bool:
+        return self.entropy is None and not self.outlines and self.frames is None
+
+
+ENTROPY_OPACITY = 0.45
+FRAME_COLOR = "#00ffff"
+
+
+def overlay_layer(overlay: Overlay, tile: Region, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 4) uint8 RGBA picture of an overlay over ``tile``, at ``size``."""
+    layer = np.zeros((*size, 4), np.uint8)
+    if overlay.entropy is not None:
+        levels = np.round(np.clip(overlay.entropy[tile.slices()], 0.0, 1.0) * 255).astype(np.uint8)
+        layer[..., :3] = colormap(shrink(levels, size).astype(np.float32) / 255.0)
+        layer[..., 3] = round(ENTROPY_OPACITY * 255)
+    masks = [(find_boundaries(labels[tile.slices()], mode="inner"), color) for labels, color in overlay.outlines]
+    if overlay.frames is not None:
+        masks.append((overlay.frames[tile.slices()], FRAME_COLOR))
+    for mask, color in masks:
+        covered = shrink(mask.astype(np.uint8) * 255, size) > 0
+        layer[covered] = [*np.round(hex_to_rgb(color) * 255).astype(np.uint8), 255]
+    return layer
+
+
+def png_url(picture: np.ndarray) -> str:
+    """A uint8 picture (H, W) grey or (H, W, 3/4) colour as a ``data:image/png`` URL."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def uncertain_tiles(entropy: np.ndarray, tile: int, count: int) -> list[tuple[int, int, float]]:
@@ -177,7 +179,17 @@ def tile_frames(shape: tuple[int, int], tiles: list[tuple[int, int, float]], til
     return mask
 
 
-def scribble_counts(scribbles: np.ndarray, brushes: list[Brush]) -> dict[str, int]:
-    """Scribbled pixels per brush (eraser left out)."""
-    totals = scribbles.reshape(-1, scribbles.shape[-1]).sum(axis=0, dtype=np.int64)
-    return {brush.label: int(totals[brush.channel]) for brush in brushes if brush.channel is not None}
+@dataclass(frozen=True)
+class BrushCount:
+    """What one brush has scribbled: separate strokes (connected pieces) and pixels."""
+
+    strokes: int
+    pixels: int
+
+
+def scribble_counts(scribbles: np.ndarray, brushes: list[Brush]) -> dict[str, BrushCount]:
+    """Strokes and pixels per brush (eraser left out); touching strokes of one brush count as one."""
+    connectivity = np.ones((3, 3), bool)
+    return {brush.label: BrushCount(ndimage.label(scribbles[..., brush.channel], connectivity)[1],
+                                    int(scribbles[..., brush.channel].sum(dtype=np.int64)))
+            for brush in brushes if brush.channel is not None}

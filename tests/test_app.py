@@ -13,20 +13,10 @@ import pytest
 import tifffile
 from streamlit.testing.v1 import AppTest
 
-from dashboard.annotate import (
-    ERASER_COLOR,
-    NO_BRUSH,
-    Region,
-    apply_strokes,
-    brushes_for,
-    stroke_brushes,
-    uncertain_tiles,
-    zoom_region,
-)
-from dashboard.render import composite, hex_to_rgb
+from dashboard.render import composite
 from dashboard.training import epoch_count, progress_fraction
 from factories import tiny_config
-from impartial.config import RunConfig, tissuenet_tasks, whole_cell_tasks
+from impartial.config import RunConfig
 from impartial.project import create_demo_project, open_project
 from impartial.runs import Run
 from impartial.train import Trainer
@@ -36,58 +26,6 @@ TIMEOUT_S = 60  # the first run imports torch and builds the demo
 
 
 # --- numpy helpers ------------------------------------------------------------------------------
-
-def test_brushes_follow_the_scribble_layout():
-    brushes = brushes_for(tissuenet_tasks())  # cells: [cell, background], nuclei: [nucleus, background]
-    assert [(b.label, b.task, b.channel) for b in brushes] == [
-        ("cell", 0, 0), ("nucleus", 1, 2), ("background (cells)", 0, 1), ("background (nuclei)", 1, 3),
-        ("eraser", None, None)]
-    assert len({b.color for b in brushes}) == len(brushes)
-
-
-def test_stroke_colours_map_to_brushes_and_faint_edges_are_ignored():
-    brushes = brushes_for(whole_cell_tasks())  # cell, background, eraser
-    rgba = np.zeros((2, 3, 4), np.uint8)
-    rgba[0, 0] = [*np.round(hex_to_rgb(brushes[1].color) * 255).astype(int), 255]
-    rgba[0, 1] = [250, 40, 40, 255]  # near the cell colour #ff3030
-    rgba[1, 2] = [*np.round(hex_to_rgb(ERASER_COLOR) * 255).astype(int), 255]
-    rgba[1, 0] = [255, 48, 48, 60]  # an anti-aliased edge: too transparent
-    assert stroke_brushes(rgba, brushes).tolist() == [[1, 0, NO_BRUSH], [NO_BRUSH, NO_BRUSH, 2]]
-
-
-def test_strokes_overwrite_their_task_only_and_the_eraser_clears_everything():
-    tasks = tissuenet_tasks()
-    brushes = brushes_for(tasks)  # indices: 0 cell, 1 nucleus, 2 bg cells, 3 bg nuclei, 4 eraser
-    base = np.zeros((4, 4, 4), np.uint8)
-    base[..., 1] = 1  # everything is background of the cell task
-    base[..., 3] = 1  # and of the nucleus task
-    strokes = np.full((2, 2), NO_BRUSH, np.uint8)
-    strokes[0, 0], strokes[1, 1] = 0, 4  # cell at (1, 2), eraser at (2, 3)
-    result = apply_strokes(base, strokes, Region(top=1, left=2, height=2, width=2), brushes, tasks)
-    assert result[1, 2].tolist() == [1, 0, 0, 1]  # cell; the nucleus task keeps its background
-    assert result[2, 3].tolist() == [0, 0, 0, 0]
-    assert result[0, 0].tolist() == [0, 1, 0, 1]  # outside the region: untouched
-    assert base[1, 2].tolist() == [0, 1, 0, 1]  # the base is not modified
-
-
-def test_a_small_canvas_picture_is_resampled_onto_the_region():
-    brushes = brushes_for(whole_cell_tasks())
-    strokes = np.array([[0, NO_BRUSH]], np.uint8)  # left half painted "cell", at half the region's width
-    result = apply_strokes(np.zeros((1, 4, 2), np.uint8), strokes, Region(0, 0, 1, 4), brushes, whole_cell_tasks())
-    assert result[0, :, 0].tolist() == [1, 1, 0, 0]
-
-
-def test_uncertain_tiles_rank_tile_means():
-    entropy = np.zeros((4, 6), np.float32)
-    entropy[0:2, 4:6] = 0.9  # tile (0, 4): mean 0.9
-    entropy[2:4, 0:2] = [[0.4, 0.4], [0.4, 0.0]]  # tile (2, 0): mean 0.3
-    assert uncertain_tiles(entropy, tile=2, count=2) == [(0, 4, pytest.approx(0.9)), (2, 0, pytest.approx(0.3))]
-
-
-def test_zoom_region_stays_inside_the_image():
-    assert zoom_region((100, 200), zoom=4, center_y=0.0, center_x=0.5) == Region(top=0, left=75, height=25, width=50)
-    assert zoom_region((100, 200), zoom=1, center_y=0.9, center_x=0.9) == Region(0, 0, 100, 200)
-
 
 def test_composite_adds_channel_colours_with_contrast():
     image = np.stack([np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]])]).astype(np.float32)  # (2, 1, 2)

@@ -2,29 +2,19 @@
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from dashboard import images
-from dashboard.annotate import (
-    brushes_for,
-    canvas_size,
-    paint_scribbles,
-    scribble_counts,
-    tile_frames,
-    uncertain_tiles,
-    zoom_region,
-)
-from dashboard.canvas import canvas_mount, remount, scribble_canvas
-from dashboard.render import blend, colormap, outline, tint
-from dashboard.state import PAGES, damaged_images, require_project, show_input_errors
+from dashboard.annotate import Overlay, brushes_for, scribble_counts, tile_frames, uncertain_tiles
+from dashboard.canvas import scribble_canvas
+from dashboard.state import PAGES, damaged_images, job_owner, require_project, show_input_errors
 from dashboard.training import runs_with_checkpoints
 from impartial.errors import InputError
 from impartial.runs import Run
 
-CANVAS_SIDE = 640  # canvas pixels along the region's longer side
 SUGGESTION_TILE = 32
 SUGGESTIONS = 5
-ZOOMS = [1, 2, 4, 8]
+REFRESH_S = 2  # others' strokes show up within this
+GOTO_KEY = "scribble_goto"
 
 project = require_project()
 st.title(f"Scribble · {project.name}")
@@ -36,83 +26,81 @@ if not names:
     st.stop()
 
 
-def go_to(top: int, left: int, shape: tuple[int, int]) -> None:
-    """Zoom onto a suggested tile (button callback: runs before the sliders are drawn)."""
-    st.session_state["zoom"] = 4
-    st.session_state["center_y"] = (top + SUGGESTION_TILE / 2) / shape[0]
-    st.session_state["center_x"] = (left + SUGGESTION_TILE / 2) / shape[1]
+def go_to(top: int, left: int) -> None:
+    """Show a suggested tile with some context around it (button callback)."""
+    nonce = st.session_state.get(GOTO_KEY, {}).get("nonce", 0) + 1
+    st.session_state[GOTO_KEY] = {"top": top - SUGGESTION_TILE, "left": left - SUGGESTION_TILE,
+                                  "height": 3 * SUGGESTION_TILE, "width": 3 * SUGGESTION_TILE, "nonce": nonce}
 
 
 brushes = brushes_for(project.tasks)
-tools, board = st.columns([1, 3])
+user = job_owner()
+tools, board = st.columns([1, 4])
 with tools:
     name = st.selectbox("Image", names, key="scribble_image")
     shape = project.image_shape(name)
-    choice = st.radio("Brush", range(len(brushes)), format_func=lambda index: brushes[index].label, key="brush")
-    st.markdown(" ".join(f"<span style='color:{b.color}'>■</span> {b.label}" for b in brushes),
-                unsafe_allow_html=True)
-    width = st.slider("Brush width (image pixels)", 1, 30, 3, key="brush_width")
-    zoom = st.select_slider("Zoom", ZOOMS, key="zoom")
-    for axis in ("center_y", "center_x"):
-        st.session_state.setdefault(axis, 0.5)  # set here, not as the sliders' value: go_to() may set them too
-    center_y = st.slider("Centre (down)", 0.0, 1.0, key="center_y", disabled=zoom == 1)
-    center_x = st.slider("Centre (across)", 0.0, 1.0, key="center_x", disabled=zoom == 1)
+    has_labels = project.load_labels(name) is not None
     finished = runs_with_checkpoints(project)
     run = Run.load(finished[0].dir) if finished else None
     show_entropy = st.checkbox("Uncertainty (entropy) of the last run", disabled=run is None)
-    show_outlines = st.checkbox("Cell outlines of the last run", disabled=run is None)
+    show_cells = st.checkbox("Cell outlines of the last run", disabled=run is None)
+    show_labels = st.checkbox("Outlines of the labels", disabled=not has_labels,
+                              help=None if has_labels else "This image has no labels.")
     suggest = st.checkbox("Scribble here next", disabled=run is None,
                           help="The most uncertain regions of the last run's prediction")
     if run is None:
-        st.caption("Overlays appear after a first training run.")
+        st.caption("Uncertainty, cells and suggestions appear after a first training run.")
 
-region = zoom_region(shape, zoom, center_y, center_x)
-mount = canvas_mount(project, name, region)
+overlay, tiles = Overlay(), []
 try:
-    picture = paint_scribbles(images.project_composite(project, name), mount.base, brushes)
+    if show_entropy or suggest:
+        entropy = images.prediction(run, project, name).entropy()
+        overlay.entropy = entropy if show_entropy else None
+        if suggest:
+            tiles = uncertain_tiles(entropy, SUGGESTION_TILE, SUGGESTIONS)
+            overlay.frames = tile_frames(shape, tiles, SUGGESTION_TILE)
+    if show_cells:
+        overlay.outlines.append((images.segmentation(run, project, name).cells, "#ffffff"))
+    if show_labels:
+        overlay.outlines.append((project.load_labels(name), "#ffff00"))
 except InputError as error:  # damage the header check cannot see (e.g. corrupt compressed pixels)
     show_input_errors([error])
     st.stop()
-tiles = []
-if show_entropy or suggest:
-    entropy = images.prediction(run, project, name).entropy()
-    if show_entropy:
-        picture = blend(picture, colormap(entropy), 0.45)
-    if suggest:
-        tiles = uncertain_tiles(entropy, SUGGESTION_TILE, SUGGESTIONS)
-        picture = tint(picture, tile_frames(shape, tiles, SUGGESTION_TILE), "#00ffff", 1.0)
-if show_outlines:
-    picture = outline(picture, images.segmentation(run, project, name).cells, "#ffffff", 0.9)
 
-window = picture[region.slices()]
-canvas_h, canvas_w = canvas_size(region, CANVAS_SIDE)
-background = np.asarray(Image.fromarray(window).resize((canvas_w, canvas_h), Image.Resampling.NEAREST))
+
+@st.fragment(run_every=REFRESH_S)
+def canvas_and_counts() -> None:
+    """The canvas, rerun on its own every few seconds so strokes from other tabs and users appear."""
+    try:
+        problems = scribble_canvas(project, name, brushes, user, overlay, st.session_state.get(GOTO_KEY))
+        counts = scribble_counts(project.load_scribbles(name), brushes)
+    except InputError as error:
+        show_input_errors([error])
+        return
+    for problem in problems:
+        st.warning(problem)
+    st.write("Scribbled: " + " · ".join(f"**{label}** {count.strokes} stroke(s), {count.pixels} px"
+                                        for label, count in counts.items()))
+
+
 with board:
-    scribbles = scribble_canvas(mount, project, background, brushes, brushes[choice], width * canvas_w / region.width)
-    st.caption(f"Showing rows {region.top}–{region.top + region.height}, columns {region.left}–"
-               f"{region.left + region.width} of {shape[0]} x {shape[1]}. Undo / redo with the canvas toolbar; "
-               "strokes are saved as you draw.")
-    counts = scribble_counts(scribbles, brushes)
-    st.write("Scribbled pixels: " + ", ".join(f"**{label}** {count}" for label, count in counts.items()))
+    canvas_and_counts()
 
 with tools:
     if tiles:
-        st.write("Most uncertain regions:")
+        st.write("Most uncertain regions (cyan frames):")
         for rank, (top, left, score) in enumerate(tiles, start=1):
             st.button(f"{rank}. rows {top}, cols {left} (entropy {score:.2f})", key=f"tile-{rank}",
-                      on_click=go_to, args=(top, left, shape))
-    if (project.dir / "labels" / f"{name}.tif").exists():
+                      on_click=go_to, args=(top, left))
+    if has_labels:
         fraction = st.slider("Share of cells to scribble", 0.05, 1.0, 0.2, step=0.05)
-        if st.button("Automatic scribbles from labels", icon=":material/auto_fix_high:"):
+        if st.button("Automatic scribbles from labels", icon=":material/auto_fix_high:",
+                     help="Replaces this image's scribbles; Undo on the canvas brings them back"):
             try:
-                project.auto_scribble(name, fraction=fraction)
-                remount()
-                st.rerun()
+                project.auto_scribble(name, fraction=fraction, user=user)
             except InputError as error:
                 show_input_errors([error])
     with st.popover("Clear", icon=":material/delete_sweep:"):
-        st.write(f"Remove every scribble of **{name}**?")
+        st.write(f"Remove every scribble of **{name}**? Undo on the canvas brings them back.")
         if st.button("Clear all scribbles", type="primary"):
-            project.save_scribbles(name, np.zeros_like(scribbles))
-            remount()
-            st.rerun()
+            project.save_scribbles(name, np.zeros((*shape, project.n_scribble_channels), np.uint8), user=user)

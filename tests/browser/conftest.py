@@ -38,16 +38,22 @@ def _wait_for_health(url: str, server: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(tmp_path_factory):
+def dashboard_data_root(tmp_path_factory) -> Path:
+    """The data root of this module's dashboard: tests may put projects there before opening pages."""
+    return tmp_path_factory.mktemp("dashboard") / "data"
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(dashboard_data_root):
     """Start ``streamlit run app.py`` on a free port over a fresh data root; yields its URL."""
-    work = tmp_path_factory.mktemp("dashboard")
+    work = dashboard_data_root.parent
     port = _free_port()
     log = work / "server.log"
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE")}
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
                "--server.port", str(port), "--browser.gatherUsageStats", "false",
-               "--", "--data-root", str(work / "data")]
+               "--", "--data-root", str(dashboard_data_root)]
     with log.open("w") as output:
         server = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, env=environment)
     url = f"http://127.0.0.1:{port}"

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 import tifffile
+from canvas_actions import draw_stroke, scribbled, wait_for_count_change
 from playwright.sync_api import Page, expect
 
 TRAINING_TIMEOUT_MS = 150_000  # a few epochs on a shared 2-core CPU
@@ -18,35 +19,6 @@ def go_to(page: Page, title: str) -> None:
     """Open a page from the sidebar navigation and wait for its title."""
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
     expect(page.get_by_role("heading", name=re.compile(f"^{title}"))).to_be_visible()
-
-
-def scribbled(page: Page, brush: str) -> int:
-    """The page's count of scribbled pixels for ``brush``."""
-    line = page.get_by_text("Scribbled pixels:").inner_text()
-    return int(re.search(rf"{re.escape(brush)}\s+(\d+)", line).group(1))
-
-
-def draw_stroke(page: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
-    """Drag the mouse across the canvas between two points given as fractions of its size."""
-    canvas = page.locator("canvas.upper-canvas")
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    points = np.linspace(start, end, 12)
-    page.mouse.move(box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"])
-    page.mouse.down()
-    for x, y in points[1:]:
-        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
-    page.mouse.up()
-
-
-def wait_for_count_change(page: Page, brush: str, before: int) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        count = scribbled(page, brush)
-        if count > before:
-            return count
-        page.wait_for_timeout(300)
-    raise AssertionError(f"the {brush} scribbles did not grow from {before}")
 
 
 def download(page: Page, label: str) -> bytes:
@@ -84,11 +56,11 @@ def test_new_user_scribbles_trains_and_downloads(page, dashboard_url, screenshot
     expect(page.get_by_text("Added 1 image(s): upload_b")).to_be_visible(timeout=30_000)
 
     go_to(page, "Scribble")
-    expect(page.locator("canvas.upper-canvas")).to_be_visible()
+    expect(page.locator("canvas.view")).to_be_visible()
     cells, background = scribbled(page, "cell"), scribbled(page, "background")
     draw_stroke(page, (0.30, 0.30), (0.36, 0.34))
     wait_for_count_change(page, "cell", cells)
-    page.get_by_test_id("stRadio").get_by_text("background", exact=True).click()
+    page.get_by_role("button", name="background [2]").click()
     draw_stroke(page, (0.70, 0.75), (0.80, 0.78))
     wait_for_count_change(page, "background", background)
     page.screenshot(path=screenshots / "2_scribble.png", full_page=True)
