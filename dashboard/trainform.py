@@ -97,6 +97,7 @@ def base_config(project: Project, preset: str) -> RunConfig:
 
 def _number(container, base: RunConfig, preset: str, label: str, field: str, number_format: str | None,
             help_text: str):
+    """One number field of ``base``'s settings in ``container``; its key names the field and the preset."""
     return container.number_input(label, value=_value(base, field), format=number_format,
                                   step=None if number_format else 1, key=f"{field}-{preset}", help=help_text)
 
