@@ -4,27 +4,11 @@ scribbles of one side only are named before Start (issue 9)."""
 import re
 
 import numpy as np
-import pytest
 from playwright.sync_api import Page, expect
 
 from impartial.project import create_demo_project
 
 RUN_TIMEOUT_MS = 120_000  # the first epochs on a shared 2-core CPU
-
-
-@pytest.fixture(scope="module")
-def data_root(dashboard_url, browser):
-    """The server's data root, as its Projects page names it while there are no projects (so before any test
-    of this module made one)."""
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.goto(dashboard_url)
-        caption = page.get_by_text(re.compile(r"^No projects yet under "))
-        expect(caption).to_be_visible(timeout=60_000)
-        return re.fullmatch(r"No projects yet under (\S+)\.", caption.inner_text().strip()).group(1)
-    finally:
-        context.close()
 
 
 def open_train_page(page: Page, dashboard_url: str, project: str) -> None:
@@ -33,8 +17,9 @@ def open_train_page(page: Page, dashboard_url: str, project: str) -> None:
     expect(page.get_by_role("heading", name=f"Train · {project}")).to_be_visible(timeout=60_000)
 
 
-def test_start_is_off_while_the_run_goes_and_its_progress_stays_in_view(page, dashboard_url, data_root, screenshots):
-    create_demo_project(data_root, name="running", n_images=2, size=96)
+def test_start_is_off_while_the_run_goes_and_its_progress_stays_in_view(page, dashboard_url, dashboard_data_root,
+                                                                        screenshots):
+    create_demo_project(dashboard_data_root, name="running", n_images=2, size=96)
     open_train_page(page, dashboard_url, "running")
     for label, value in (("Time budget, minutes (0 = train for Epochs)", "1"), ("Patches per epoch", "32")):
         field = page.get_by_label(label, exact=True)
@@ -64,8 +49,8 @@ def test_start_is_off_while_the_run_goes_and_its_progress_stays_in_view(page, da
     expect(start).to_be_enabled()
 
 
-def test_scribbles_of_one_side_are_named_before_start(page, dashboard_url, data_root, screenshots):
-    project = create_demo_project(data_root, name="one_sided", n_images=1, size=64)
+def test_scribbles_of_one_side_are_named_before_start(page, dashboard_url, dashboard_data_root, screenshots):
+    project = create_demo_project(dashboard_data_root, name="one_sided", n_images=1, size=64)
     (name,) = project.scribbled_images()
     both = project.load_scribbles(name)
     cells_only = both.copy()
