@@ -25,11 +25,13 @@ from impartial.strokes import Stroke
 from . import images
 from .annotate import (
     Brush,
+    BrushCount,
     Overlay,
     Region,
     display_levels,
     overlay_layer,
     png_url,
+    scribble_counts,
     scribble_layer,
     shrink,
     tile_for_view,
@@ -76,10 +78,21 @@ def channel_pictures(project: Project, name: str, tile: Region, size: tuple[int,
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _scribble_picture(project_dir: str, name: str, stamp: tuple[int, int], brushes: tuple[Brush, ...],
+def _scribble_picture(project_dir: str, name: str, stamp: tuple[int, int, int], brushes: tuple[Brush, ...],
                       tile: Region, size: tuple[int, int]) -> str:
     scribbles = Project(project_dir).load_scribbles(name)[tile.slices()]
     return png_url(scribble_layer(scribbles, list(brushes), size))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _counts(project_dir: str, name: str, stamp: tuple[int, int, int],
+            brushes: tuple[Brush, ...]) -> dict[str, BrushCount]:
+    return scribble_counts(Project(project_dir).load_scribbles(name), list(brushes))
+
+
+def brush_counts(project: Project, name: str, brushes: list[Brush]) -> dict[str, BrushCount]:
+    """Strokes and pixels per brush of an image's scribbles, computed once per version of the file."""
+    return _counts(str(project.dir), name, project.scribbles_stamp(name), tuple(brushes))
 
 
 def apply_edits(project: Project, name: str, edits: list[Any], brushes: list[Brush], user: str,

@@ -28,6 +28,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import unicodedata
 import zipfile
@@ -64,6 +65,7 @@ DEFAULT_CONTRAST = (1.0, 99.8)
 MAX_NAME_LENGTH = 100
 NORMALIZED_CACHE_SIZE = 8  # normalised images kept in memory per Project (a few full-size images)
 FILE_CHECK_CACHE_SIZE = 4096  # results of damaged-file checks kept per process, keyed by path, time and size
+SCRIBBLE_CACHE_SIZE = 8  # decoded scribble files kept per process: a stroke rereads the file it just wrote
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -271,6 +273,8 @@ def _stat_key(path: Path) -> tuple[str, int, int] | None:
 
 
 _file_checks: dict[tuple, InputError | None] = {}
+_scribble_files: collections.OrderedDict[tuple, dict[str, np.ndarray]] = collections.OrderedDict()
+_scribble_files_lock = threading.Lock()
 
 
 def _unique(name: str, taken: Iterable[str]) -> str:
@@ -639,23 +643,35 @@ class Project:
                 self._write_scribbles(name, scribbles, stored.get("val_mask"))
             return changed
 
-    def scribbles_stamp(self, name: str) -> tuple[int, int]:
-        """(modification time ns, size) of the image's scribble file, (0, 0) without one: changes with every edit."""
+    def scribbles_stamp(self, name: str) -> tuple[int, int, int]:
+        """(modification time ns, size, inode) of the image's scribble file, zeros without one: changes with every
+        edit (each write is a new file, see :mod:`impartial.storage`)."""
         path = self._path("scribbles", name, ".npz")
         with contextlib.suppress(FileNotFoundError):
             stat = path.stat()
-            return stat.st_mtime_ns, stat.st_size
-        return 0, 0
+            return stat.st_mtime_ns, stat.st_size, stat.st_ino
+        return 0, 0, 0
 
     def _load_scribble_file(self, name: str) -> dict[str, np.ndarray]:
+        """The arrays of the image's scribble file, decoded once per version of the file in this process (the
+        canvas reads it after every stroke). Each call returns its own copies."""
         self._require(name)
         path = self._path("scribbles", name, ".npz")
-        if not path.exists():
-            return {}
-        if not zipfile.is_zipfile(path):
-            raise InputError("the scribbles are not an npz archive (damaged or replaced)", path)
-        with _decoding(path, "the scribbles"), np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        key = (str(path), *self.scribbles_stamp(name))
+        with _scribble_files_lock:
+            cached = _scribble_files.get(key)
+        if cached is None:
+            if not path.exists():
+                return {}
+            if not zipfile.is_zipfile(path):
+                raise InputError("the scribbles are not an npz archive (damaged or replaced)", path)
+            with _decoding(path, "the scribbles"), np.load(path, allow_pickle=False) as archive:
+                cached = {key: archive[key] for key in archive.files}
+            with _scribble_files_lock:
+                _scribble_files[key] = cached
+                while len(_scribble_files) > SCRIBBLE_CACHE_SIZE:
+                    _scribble_files.popitem(last=False)
+        return {array_name: array.copy() for array_name, array in cached.items()}
 
     def load_scribbles(self, name: str) -> np.ndarray:
         """(H, W, S) uint8 scribbles; zeros when the image has none yet. InputError naming the scribble file

@@ -6,12 +6,14 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from dashboard.annotate import (
     BrushCount,
     Overlay,
     Region,
     brushes_for,
+    count_pieces,
     display_levels,
     overlay_layer,
     png_url,
@@ -107,3 +109,10 @@ def test_edits_from_the_browser_are_checked_applied_once_and_acknowledged(tmp_pa
     assert handled == ["a", "u"] and not problems and not project.load_scribbles(name).any()
     apply_edits(project, name, [stroke, {"op": "u", "kind": "undo"}], brushes, "ann", applied)  # sent again
     assert not project.load_scribbles(name).any()
+
+
+def test_pieces_are_counted_as_a_full_labelling_counts_them():
+    rng = np.random.default_rng(0)
+    mask = rng.random((203, 157)) > 0.93  # many small pieces, some touching diagonally, across block edges
+    assert count_pieces(mask, block=8) == ndimage.label(mask, np.ones((3, 3), bool))[1]
+    assert count_pieces(np.zeros((5, 5), bool)) == 0

@@ -4,8 +4,8 @@ import numpy as np
 import streamlit as st
 
 from dashboard import images
-from dashboard.annotate import Overlay, brushes_for, scribble_counts, tile_frames, uncertain_tiles
-from dashboard.canvas import scribble_canvas
+from dashboard.annotate import Overlay, brushes_for, tile_frames, uncertain_tiles
+from dashboard.canvas import brush_counts, scribble_canvas
 from dashboard.state import PAGES, damaged_images, job_owner, require_project, show_input_errors
 from dashboard.training import runs_with_checkpoints
 from impartial.errors import InputError
@@ -73,7 +73,7 @@ def canvas_and_counts() -> None:
     """The canvas, rerun on its own every few seconds so strokes from other tabs and users appear."""
     try:
         problems = scribble_canvas(project, name, brushes, user, overlay, st.session_state.get(GOTO_KEY))
-        counts = scribble_counts(project.load_scribbles(name), brushes)
+        counts = brush_counts(project, name, brushes)
     except InputError as error:
         show_input_errors([error])
         return
