@@ -118,19 +118,18 @@ def scribble_layer(scribbles: np.ndarray, brushes: list[Brush], size: tuple[int,
 
 @dataclass
 class Overlay:
-    """What can be drawn over the image and the scribbles, all (H, W) at image resolution."""
+    """What can be drawn over the image and the scribbles, all (H, W) at image resolution (suggested regions are
+    drawn by the canvas itself, see :func:`dashboard.canvas.scribble_canvas`)."""
 
     entropy: np.ndarray | None = None  # in [0, 1]: shown in a colour map, half transparent
     outlines: list[tuple[np.ndarray, str]] = field(default_factory=list)  # (labels, colour): instance borders
-    frames: np.ndarray | None = None  # bool: suggestion frames
 
     @property
     def empty(self) -> bool:
-        return self.entropy is None and not self.outlines and self.frames is None
+        return self.entropy is None and not self.outlines
 
 
 ENTROPY_OPACITY = 0.45
-FRAME_COLOR = "#00ffff"
 
 
 def overlay_layer(overlay: Overlay, tile: Region, size: tuple[int, int]) -> np.ndarray:
@@ -140,10 +139,8 @@ def overlay_layer(overlay: Overlay, tile: Region, size: tuple[int, int]) -> np.n
         levels = np.round(np.clip(overlay.entropy[tile.slices()], 0.0, 1.0) * 255).astype(np.uint8)
         layer[..., :3] = colormap(shrink(levels, size).astype(np.float32) / 255.0)
         layer[..., 3] = round(ENTROPY_OPACITY * 255)
-    masks = [(find_boundaries(labels[tile.slices()], mode="inner"), color) for labels, color in overlay.outlines]
-    if overlay.frames is not None:
-        masks.append((overlay.frames[tile.slices()], FRAME_COLOR))
-    for mask, color in masks:
+    for labels, color in overlay.outlines:
+        mask = find_boundaries(labels[tile.slices()], mode="inner")
         covered = shrink(mask.astype(np.uint8) * 255, size) > 0
         layer[covered] = [*np.round(hex_to_rgb(color) * 255).astype(np.uint8), 255]
     return layer
@@ -167,16 +164,6 @@ def uncertain_tiles(entropy: np.ndarray, tile: int, count: int) -> list[tuple[in
     means = entropy[:rows * tile, :cols * tile].reshape(rows, tile, cols, tile).mean(axis=(1, 3))
     order = np.argsort(means, axis=None)[::-1][:count]
     return [(int(index // cols) * tile, int(index % cols) * tile, float(means.flat[index])) for index in order]
-
-
-def tile_frames(shape: tuple[int, int], tiles: list[tuple[int, int, float]], tile: int,
-                thickness: int = 2) -> np.ndarray:
-    """(H, W) bool mask of the frames of square tiles given as (top, left, ...) tuples."""
-    mask = np.zeros(shape, bool)
-    for top, left, *_ in tiles:
-        mask[top:top + tile, left:left + tile] = True
-        mask[top + thickness:top + tile - thickness, left + thickness:left + tile - thickness] = False
-    return mask
 
 
 @dataclass(frozen=True)

@@ -156,12 +156,13 @@ def _view(requested: Any, shape: tuple[int, int]) -> tuple[Region, float]:
 
 
 def scribble_canvas(project: Project, name: str, brushes: list[Brush], user: str, overlay: Overlay,
-                    goto: dict | None = None) -> list[str]:
+                    goto: dict | None = None, marks: list[dict] | None = None) -> list[str]:
     """Show the canvas for one image and apply the edits it sends; returns messages about refused edits.
 
     Args:
         overlay: drawn over the image and the scribbles (uncertainty, outlines, suggestions).
         goto: ``{"top", "left", "height", "width", "nonce"}``: show this rectangle (a new nonce moves the view).
+        marks: ``{"top", "left", "size", "label"}`` squares framed and labelled on the canvas (suggested regions).
     """
     key = f"scribbler-{project.dir.name}-{name}"
     state = st.session_state.get(key) or {}
@@ -191,6 +192,7 @@ def scribble_canvas(project: Project, name: str, brushes: list[Brush], user: str
         "acked": handled,
         "history": list(project.history(name).count(user)),
         "goto": goto,
+        "marks": marks or [],
     }
     _scribbler(key=key, data=data, default={"ops": [], "view": None}, on_ops_change=lambda: None,
                on_view_change=lambda: None, width="content")

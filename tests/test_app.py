@@ -15,11 +15,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.render import composite
 from dashboard.training import epoch_count, progress_fraction
-from factories import tiny_config
 from impartial.config import RunConfig
 from impartial.project import create_demo_project, open_project
 from impartial.runs import Run
-from impartial.train import Trainer
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT_S = 60  # the first run imports torch and builds the demo
@@ -160,31 +158,6 @@ def test_with_logins_each_user_gets_their_own_demo(data_root, monkeypatch):
 
 
 # --- pages with trained runs --------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def trained_runs(tmp_path_factory):
-    """A demo project with two tiny trained runs: one with the cell-core output, one without. Returns
-    (data root, run id with cores, run id without)."""
-    root = tmp_path_factory.mktemp("trained")
-    project = create_demo_project(root, n_images=2, size=96)
-    ids = []
-    for separation, overrides in ((True, {"train.epochs": 20, "train.lr": 0.01}), (False, {})):
-        config = project.config_defaults()
-        tiny = tiny_config(**overrides)
-        config.model, config.train, config.predict = tiny.model, tiny.train, tiny.predict
-        config.train.prior, config.separation = False, separation  # no shipped weights: the test is self-contained
-        ids.append(Trainer(config, project.training_set(config), project.new_run_dir()).run().dir.name)
-    return root, *ids
-
-
-@pytest.fixture
-def trained_root(trained_runs, monkeypatch):
-    """The trained demo project's data root as the app's, access control off."""
-    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("IMPARTIAL_DATA", str(trained_runs[0]))
-    return trained_runs
-
 
 def chart_titles(app: AppTest) -> list[str]:
     return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]

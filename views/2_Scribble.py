@@ -4,8 +4,9 @@ import numpy as np
 import streamlit as st
 
 from dashboard import images
-from dashboard.annotate import Overlay, brushes_for, tile_frames, uncertain_tiles
+from dashboard.annotate import ENTROPY_OPACITY, Overlay, brushes_for, uncertain_tiles
 from dashboard.canvas import brush_counts, scribble_canvas
+from dashboard.render import colormap
 from dashboard.state import PAGES, damaged_images, job_owner, require_project, show_input_errors
 from dashboard.training import runs_with_checkpoints
 from impartial.errors import InputError
@@ -58,7 +59,6 @@ try:
         overlay.entropy = entropy if show_entropy else None
         if suggest:
             tiles = uncertain_tiles(entropy, SUGGESTION_TILE, SUGGESTIONS)
-            overlay.frames = tile_frames(shape, tiles, SUGGESTION_TILE)
     if show_cells:
         overlay.outlines.append((images.segmentation(run, project, name).cells, "#ffffff"))
     if show_labels:
@@ -72,7 +72,9 @@ except InputError as error:  # damage the header check cannot see (e.g. corrupt 
 def canvas_and_counts() -> None:
     """The canvas, rerun on its own every few seconds so strokes from other tabs and users appear."""
     try:
-        problems = scribble_canvas(project, name, brushes, user, overlay, st.session_state.get(GOTO_KEY))
+        marks = [{"top": top, "left": left, "size": SUGGESTION_TILE, "label": str(rank)}
+                 for rank, (top, left, _) in enumerate(tiles, start=1)]
+        problems = scribble_canvas(project, name, brushes, user, overlay, st.session_state.get(GOTO_KEY), marks)
         counts = brush_counts(project, name, brushes)
     except InputError as error:
         show_input_errors([error])
@@ -85,13 +87,18 @@ def canvas_and_counts() -> None:
 
 with board:
     canvas_and_counts()
+    if overlay.entropy is not None:
+        legend, words = st.columns([1, 3], vertical_alignment="center")
+        legend.image(colormap(np.linspace(0.0, 1.0, 256)[None].repeat(12, axis=0)), width="stretch")
+        words.caption(f"Entropy overlay ({ENTROPY_OPACITY:.0%} opacity): left end 0 = the last run is sure, right end "
+                      "1 = it cannot tell the classes apart. Scribble where it is bright.")
 
 with tools:
     if tiles:
-        st.write("Most uncertain regions (cyan frames):")
+        st.write("Most uncertain regions (numbered on the canvas):")
         for rank, (top, left, score) in enumerate(tiles, start=1):
-            st.button(f"{rank}. rows {top}, cols {left} (entropy {score:.2f})", key=f"tile-{rank}",
-                      on_click=go_to, args=(top, left))
+            st.button(f"{rank}: row {top}, col {left}", key=f"tile-{rank}", on_click=go_to, args=(top, left),
+                      help=f"Mean entropy {score:.2f} in this {SUGGESTION_TILE} px square", width="stretch")
     if has_labels:
         fraction = st.slider("Share of cells to scribble", 0.05, 1.0, 0.2, step=0.05)
         if st.button("Automatic scribbles from labels", icon=":material/auto_fix_high:",

@@ -456,6 +456,7 @@ function draw(s) {
   if (s.drawing) strokes.push({ brush: s.brush, width: s.width, points: s.drawing.points });
   for (const stroke of strokes) drawStroke(context, s.data.brushes[stroke.brush], stroke);
   context.setTransform(1, 0, 0, 1, 0, 0);
+  drawMarks(s, context);
   drawCursor(s, context);
   drawMinimap(s);
   describe(s);
@@ -477,6 +478,23 @@ function drawStroke(context, brush, stroke) {
   context.moveTo(first[1], first[0]);
   for (const [row, col] of rest) context.lineTo(col, row);
   context.stroke();
+}
+
+// Suggested regions: a frame and its number, in screen pixels so they read at any zoom.
+function drawMarks(s, context) {
+  context.font = "bold 13px sans-serif";
+  context.lineWidth = 2;
+  for (const mark of s.data.marks) {
+    const x = (mark.left - s.origin.col) * s.scale, y = (mark.top - s.origin.row) * s.scale;
+    const side = Math.max(mark.size * s.scale, 6);
+    context.strokeStyle = "#00ffff";
+    context.strokeRect(x, y, side, side);
+    const width = context.measureText(mark.label).width + 6;
+    context.fillStyle = "rgba(0, 0, 0, 0.7)";
+    context.fillRect(x, y - 17, width, 16);
+    context.fillStyle = "#00ffff";
+    context.fillText(mark.label, x + 3, y - 4);
+  }
 }
 
 function drawCursor(s, context) {
