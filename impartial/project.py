@@ -65,6 +65,7 @@ DEFAULT_CONTRAST = (1.0, 99.8)
 MAX_NAME_LENGTH = 100
 NORMALIZED_CACHE_SIZE = 8  # normalised images kept in memory per Project (a few full-size images)
 FILE_CHECK_CACHE_SIZE = 4096  # results of damaged-file checks kept per process, keyed by path, time and size
+DELETED_FOLDER = "deleted"  # under the data root: deleted projects, out of every list, recoverable by hand
 SCRIBBLE_CACHE_SIZE = 8  # decoded scribble files kept per process: a stroke rereads the file it just wrote
 _UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -157,7 +158,9 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 
 
 def _checked_project_name(name: str) -> str:
-    if not name or safe_name(name) != name:
+    if not name.strip():
+        raise InputError("give the project a name (letters, digits, '.', '_' and '-')")
+    if safe_name(name) != name:
         suggestion = f" (try '{safe_name(name)}')" if name and name.strip("._-") else ""
         raise InputError(f"a project name may only use letters, digits, '.', '_' and '-'{suggestion}", name)
     return name
@@ -189,6 +192,24 @@ def _write_new_project(folder: Path, meta: dict[str, Any]) -> None:
     except FileExistsError as error:
         raise InputError("a project with this name exists already", meta["name"]) from error
     storage.write_json(folder / META_FILE, meta)
+
+
+def delete_project(data_root: str | Path, name: str, user: str | None = None) -> Path:
+    """Take a project out of the list by moving its folder to ``<data root>/deleted/<name>-<time>``, from where an
+    administrator can move it back; returns that folder.
+
+    Only the owner may delete a project (anyone when access control is off or the project has no owner);
+    PermissionError otherwise. InputError while one of its runs is training.
+    """
+    project = open_project(data_root, name, user=user)
+    if user is not None and project.owner not in (None, user):
+        raise PermissionError("only the project's owner may delete it")
+    if any(info.status.get("state") == "running" for info in project.runs()):
+        raise InputError("one of its runs is training: stop it first", name)
+    target = Path(data_root) / DELETED_FOLDER / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(project.dir, target)
+    return target
 
 
 def open_project(data_root: str | Path, name: str, user: str | None = None) -> Project:

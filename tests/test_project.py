@@ -17,6 +17,7 @@ from impartial.project import (
     create_demo_project,
     create_project,
     data_root_from_env,
+    delete_project,
     list_projects,
     open_project,
     safe_name,
@@ -103,6 +104,25 @@ def test_create_refuses_taken_and_bad_names_and_open_refuses_missing(tmp_path, p
         open_project(tmp_path, "nothing")
     with pytest.raises(InputError, match="rec_channels"):  # whole-cell tasks reconstruct channels 0 and 1
         create_project(tmp_path, "one", ["dapi"], whole_cell_tasks())
+    for empty in ["", "   "]:
+        with pytest.raises(InputError) as refused:
+            create_project(tmp_path, empty, ["a", "b"], whole_cell_tasks())
+        assert str(refused.value).startswith("give the project a name")
+
+
+def test_only_the_owner_deletes_a_project_and_it_can_be_recovered(tmp_path, project):
+    with_image(project)
+    project.set_shared(True)  # bob sees it but may not delete it
+    with pytest.raises(PermissionError):
+        delete_project(tmp_path, "p1", user="bob")
+    running = project.new_run_dir()
+    write_status(running, "running")  # this process: alive
+    with pytest.raises(InputError, match="training"):
+        delete_project(tmp_path, "p1", user="ann")
+    write_status(running, "finished")
+    kept = delete_project(tmp_path, "p1", user="ann")
+    assert [info.name for info in list_projects(tmp_path)] == []
+    assert kept.parent == tmp_path / "deleted" and (kept / "images" / "img.tif").exists()
 
 
 def test_project_file_holds_the_metadata(project):

@@ -16,6 +16,7 @@ from dashboard.state import (
 )
 from dashboard.training import (
     QueuedRequest,
+    active_job,
     discard_request,
     job_line,
     lost_requests,
@@ -26,7 +27,7 @@ from dashboard.training import (
 from impartial.config import TASK_PRESETS
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES
-from impartial.project import create_project, list_projects
+from impartial.project import create_project, delete_project, list_projects, open_project
 
 st.title("ImPartial")
 st.caption("Whole-cell segmentation from a few scribbles, with uncertainty.")
@@ -43,6 +44,24 @@ if st.button("Open demo project", type="primary", icon=":material/science:",
     select_project(open_demo().name)
     st.rerun()
 
+def delete(name: str) -> None:
+    """Delete a project after the typed confirmation; refused while it trains or waits for the device."""
+    doomed = open_project(data_root(), name, user=user())
+    if active_job(doomed) is not None:
+        st.error(f"{name} is training or queued: stop its training on the Train page first.", icon=":material/error:")
+        return
+    try:
+        delete_project(data_root(), name, user=user())
+    except (InputError, PermissionError) as error:
+        st.error(f"Cannot delete {name}: {error}", icon=":material/error:")
+        return
+    if project is not None and project.name == name:
+        select_project(None)
+    st.session_state.pop("delete_project_confirm", None)
+    st.toast(f"Deleted {name}. An administrator can bring it back from the data root's 'deleted' folder.")
+    st.rerun()
+
+
 left, right = st.columns(2)
 with left:
     st.subheader("Open a project")
@@ -57,6 +76,13 @@ with left:
         st.dataframe(pd.DataFrame([{"project": info.name, "images": info.n_images, "channels": ", ".join(info.channels),
                                     "owner": info.owner or "–", "shared": info.shared} for info in projects]),
                      hide_index=True)
+        deletable = [info.name for info in projects if user() is None or info.owner in (None, user())]
+        if deletable:
+            with st.popover("Delete a project", icon=":material/delete:"):
+                doomed = st.selectbox("Project to delete", deletable, key="delete_project_name")
+                typed = st.text_input(f"Type **{doomed}** to confirm", key="delete_project_confirm")
+                if st.button("Delete project", type="primary", disabled=typed != doomed):
+                    delete(doomed)
     else:
         st.caption(f"No projects yet under `{data_root()}`.")
 
