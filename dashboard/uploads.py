@@ -19,8 +19,9 @@ IMAGE_TYPES = ["tif", "tiff", "png", "jpg", "jpeg", "npz"]
 LABEL_TYPES = ["tif", "tiff", "png", "npz", "zip"]
 
 
-def add_uploads(project: Project, files: list[UploadedFile]) -> list[str]:
-    """Add uploaded images to the project; returns the added names.
+def add_uploads(project: Project, files: list[UploadedFile], replace: bool = False) -> list[str]:
+    """Add uploaded images to the project (``replace``: a file whose name is taken replaces that image);
+    returns the added names.
 
     The good files of an upload go in even when others fail. An error naming each bad file and the list of
     added ones are kept for :func:`show_upload_messages`, so they survive the rerun that follows an upload.
@@ -33,10 +34,11 @@ def add_uploads(project: Project, files: list[UploadedFile]) -> list[str]:
             errors.append(error)
         else:
             accepted.append((file.name, file.getvalue()))
-    names, read_errors = project.add_images(accepted)
+    names, read_errors = project.add_images(accepted, replace=replace)
     messages = [("error", str(error)) for error in errors + read_errors]
     if names:
-        messages.append(("success", f"Added {len(names)} image(s): {', '.join(names)}"))
+        verb = "Added or replaced" if replace else "Added"
+        messages.append(("success", f"{verb} {len(names)} image(s): {', '.join(names)}"))
     st.session_state[MESSAGES_KEY] = st.session_state.get(MESSAGES_KEY, []) + messages
     return names
 

@@ -427,9 +427,11 @@ class Project:
         """Names of the project's images, sorted."""
         return _stems(self.dir / "images", ".tif")
 
-    def add_image(self, filename: str, data: bytes) -> str:
-        """Store an uploaded file as a project image; returns its name (the safe stem, made unique).
+    def add_image(self, filename: str, data: bytes, replace: bool = False) -> str:
+        """Store an uploaded file as a project image; returns its name (the safe stem).
 
+        When the name is taken the image is kept beside the other under a new name (``name_2``), or with
+        ``replace`` takes the old one's place: the old image's labels, scribbles and their history go with it.
         Raises InputError naming ``filename`` when the file is empty, unreadable, or has another
         channel count than the project's images (the first image may set the count).
         """
@@ -437,14 +439,16 @@ class Project:
             raise InputError("the file is empty", filename)
         with _uploaded(filename, data) as path:
             image = self._read_upload(path, filename)
-        return self._store_image(Path(safe_name(filename)).stem, image, filename)
+        return self._store_image(Path(safe_name(filename)).stem, image, filename, replace)
 
-    def add_images(self, files: list[tuple[str, bytes]]) -> tuple[list[str], list[InputError]]:
-        """Add every readable file; returns the new names and one InputError per file that failed."""
+    def add_images(self, files: list[tuple[str, bytes]],
+                   replace: bool = False) -> tuple[list[str], list[InputError]]:
+        """Add every readable file (``replace`` as in :meth:`add_image`); returns the names and one InputError per
+        file that failed."""
         names, errors = [], []
         for filename, data in files:
             try:
-                names.append(self.add_image(filename, data))
+                names.append(self.add_image(filename, data, replace))
             except InputError as error:
                 errors.append(error)
         return names, errors
@@ -458,8 +462,9 @@ class Project:
         except (OSError, ValueError) as error:  # io turns known problems into InputError; this is the safety net
             raise InputError(f"cannot read the image: {error}", filename) from error
 
-    def _store_image(self, stem: str, image: np.ndarray, source: str) -> str:
-        """Write a raw (C, H, W) image under a fresh name; the first image may set the channel count."""
+    def _store_image(self, stem: str, image: np.ndarray, source: str, replace: bool = False) -> str:
+        """Write a raw (C, H, W) image under a fresh name (or over ``stem`` with ``replace``); the first image may
+        set the channel count."""
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 3:
             raise InputError(f"expected a (channels, height, width) image, got shape {image.shape}", source)
@@ -470,7 +475,11 @@ class Project:
                              source)
         # choosing a free name and taking it is one step: two uploads of one file name at once get two names
         with filelock.FileLock(self.dir / IMAGES_LOCK_FILE):
-            name = _unique(stem, self.images())
+            name = stem if replace else _unique(stem, self.images())
+            if name in self.images():
+                self._path("labels", name, ".tif").unlink(missing_ok=True)
+                self._remove_annotations(name)
+                self._normalized.pop(name, None)
             io.write_image_tiff(self._path("images", name, ".tif"), image)
         return name
 

@@ -163,6 +163,20 @@ def test_uploads_keep_raw_values_get_unique_safe_names_and_stay_inside(project):
     assert project.image_shape("outside") == (H, W)
 
 
+def test_an_upload_may_replace_the_image_of_its_name_with_its_annotations(project):
+    name = with_image(project, "tissue.tif")
+    project.add_labels(name, "l.tif", tiff_bytes(np.ones((H, W), np.int32)))
+    project.save_scribbles(name, scribble_example(), user="ann")
+    project.normalized(name)  # cached: must not outlive the replaced file
+    replacement = two_channel_image(7)
+    assert project.add_image("tissue.tif", tiff_bytes(replacement), replace=True) == "tissue"
+    assert project.images() == ["tissue"]
+    np.testing.assert_array_equal(project.load_image("tissue"), replacement)
+    assert project.load_labels("tissue") is None and not project.load_scribbles("tissue").any()
+    assert project.history("tissue").count("ann") == (0, 0)
+    np.testing.assert_allclose(project.normalized("tissue"), normalize_percentile(replacement), atol=1e-6)
+
+
 def test_the_first_image_may_set_the_channel_count(tmp_path):
     project = create_project(tmp_path, "three", ["membrane", "nuclear"], whole_cell_tasks())
     image = np.random.default_rng(0).uniform(0, 1, (3, H, W)).astype(np.float32)

@@ -30,8 +30,12 @@ add_tab, labels_tab, folder_tab = st.tabs(["Upload images", "Upload labels", "Im
 with add_tab, st.form(f"images-{uploads}"):
     files = st.file_uploader("Images (TIFF / OME-TIFF, PNG, JPEG, npz, TissueNet npz)", type=IMAGE_TYPES,
                              accept_multiple_files=True)
+    taken = st.radio("When the project has an image of the same name", ["keep both", "replace"], horizontal=True,
+                     format_func={"keep both": "Keep both (the new one gets a new name)",
+                                  "replace": "Replace it (its labels and scribbles are deleted)"}.get,
+                     key="upload_name_taken")
     if st.form_submit_button("Add images") and files:
-        add_uploads(project, files)
+        add_uploads(project, files, replace=taken == "replace")
         # a fresh, empty uploader at once: a second upload goes to the form that is on screen
         st.session_state["upload_generation"] += 1
         st.rerun()
