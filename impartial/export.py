@@ -68,8 +68,11 @@ def load_prediction_npz(path: str | Path) -> dict[str, np.ndarray | list[str]]:
 
 def cell_table(instances: np.ndarray, image: np.ndarray, channel_names: list[str],
                uncertainty: np.ndarray | None = None, class_map: np.ndarray | None = None,
-               class_names: list[str] | None = None) -> pd.DataFrame:
+               class_names: list[str] | None = None, pixel_size_um: float | None = None) -> pd.DataFrame:
     """One row per cell: id, class, area, centroid_y, centroid_x, mean_<channel>..., mean_uncertainty.
+
+    Areas and centroids are in pixels; with the image's ``pixel_size_um`` (the side of a pixel in µm) the table
+    also gives ``area_um2``, ``centroid_y_um`` and ``centroid_x_um``.
 
     Args:
         instances: (H, W) int labels, 0 = background.
@@ -92,6 +95,12 @@ def cell_table(instances: np.ndarray, image: np.ndarray, channel_names: list[str
                                                                                       class_names)
     table = pd.DataFrame({"id": ids, "class": classes, "area": np.asarray(properties["area"], np.int64),
                           "centroid_y": properties["centroid-0"], "centroid_x": properties["centroid-1"]})
+    if pixel_size_um is not None:
+        if not (np.isfinite(pixel_size_um) and pixel_size_um > 0):
+            raise ValueError(f"the pixel size must be a positive number of µm, got {pixel_size_um}")
+        table.insert(3, "area_um2", table["area"] * pixel_size_um ** 2)
+        table["centroid_y_um"] = table["centroid_y"] * pixel_size_um
+        table["centroid_x_um"] = table["centroid_x"] * pixel_size_um
     for index, name in enumerate(names):
         table[name] = properties[f"intensity_mean-{index}"]
     return table

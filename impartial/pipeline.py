@@ -49,10 +49,12 @@ def dominant_class_map(prediction: Prediction) -> np.ndarray:
 
 
 def export_segmentation(out_dir: str | Path, name: str, image: np.ndarray, segmentation: Segmentation,
-                        channel_names: list[str], formats: tuple[str, ...] = EXPORT_FORMATS) -> dict[str, Path]:
+                        channel_names: list[str], formats: tuple[str, ...] = EXPORT_FORMATS,
+                        pixel_size_um: float | None = None) -> dict[str, Path]:
     """Write the chosen formats for one image; returns the written paths by format.
 
-    ``image`` is (C, H, W), raw or normalised: the per-cell CSV reports its mean intensities.
+    ``image`` is (C, H, W), raw or normalised: the per-cell CSV reports its mean intensities (and areas in µm²
+    when the ``pixel_size_um`` is known).
     """
     out_dir = Path(out_dir)
     arrays = segmentation.prediction.arrays()
@@ -62,7 +64,8 @@ def export_segmentation(out_dir: str | Path, name: str, image: np.ndarray, segme
         save_prediction_npz(paths["npz"], instances=segmentation.cells, nuclei=segmentation.nuclei, **arrays)
     if "csv" in formats:
         table = cell_table(segmentation.cells, image, channel_names, uncertainty=segmentation.prediction.entropy(),
-                           class_map=dominant_class_map(segmentation.prediction), class_names=arrays["class_names"])
+                           class_map=dominant_class_map(segmentation.prediction), class_names=arrays["class_names"],
+                           pixel_size_um=pixel_size_um)
         save_cell_csv(paths["csv"], table)
     if "tiff" in formats:
         save_label_tiff(paths["tiff"], segmentation.cells)

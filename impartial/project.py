@@ -23,6 +23,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -353,6 +354,17 @@ class Project:
     @property
     def n_scribble_channels(self) -> int:
         return sum(task.n_scribble_channels for task in self.tasks)
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        """The side of a pixel in µm (the same for all the project's images), None when unknown."""
+        return self.meta.get("pixel_size_um")
+
+    def set_pixel_size(self, microns: float | None) -> None:
+        """Set the pixel size in µm (None: unknown); the per-cell tables then give areas in µm² too."""
+        if microns is not None and not (isinstance(microns, int | float) and math.isfinite(microns) and microns > 0):
+            raise InputError(f"the pixel size must be a positive number of µm, got {microns!r}", self.name)
+        self._save_meta(pixel_size_um=None if microns is None else float(microns))
 
     def _save_meta(self, **changes: Any) -> None:
         meta = {**self.meta, **changes}

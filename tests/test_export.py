@@ -78,6 +78,17 @@ def test_cell_table_by_hand(tmp_path):
     assert (tmp_path / "cells.csv").read_text().splitlines()[1].startswith("1,nucleus,3,")
 
 
+def test_cell_table_gives_microns_when_the_pixel_size_is_known():
+    instances = np.zeros((4, 4), np.int32)
+    instances[1:3, 0:2] = 1  # 4 px, centroid (1.5, 0.5)
+    table = cell_table(instances, np.ones((1, 4, 4), np.float32), ["dapi"], pixel_size_um=0.5)
+    assert list(table.columns[:6]) == ["id", "class", "area", "area_um2", "centroid_y", "centroid_x"]
+    assert table.loc[0, "area_um2"] == pytest.approx(1.0)
+    assert (table.loc[0, "centroid_y_um"], table.loc[0, "centroid_x_um"]) == pytest.approx((0.75, 0.25))
+    with pytest.raises(ValueError, match="positive"):
+        cell_table(instances, np.ones((1, 4, 4), np.float32), ["dapi"], pixel_size_um=0.0)
+
+
 def test_cell_table_single_class_and_no_cells():
     image = np.ones((1, 3, 3), np.float32)
     instances = np.zeros((3, 3), np.int32)

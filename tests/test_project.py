@@ -125,6 +125,17 @@ def test_only_the_owner_deletes_a_project_and_it_can_be_recovered(tmp_path, proj
     assert kept.parent == tmp_path / "deleted" and (kept / "images" / "img.tif").exists()
 
 
+def test_the_pixel_size_is_kept_and_checked(tmp_path, project):
+    assert project.pixel_size_um is None
+    project.set_pixel_size(0.325)
+    assert open_project(tmp_path, "p1").pixel_size_um == 0.325
+    for bad in (0, -1.0, float("nan"), "0.3"):
+        with pytest.raises(InputError, match="pixel size"):
+            project.set_pixel_size(bad)
+    project.set_pixel_size(None)
+    assert open_project(tmp_path, "p1").pixel_size_um is None
+
+
 def test_project_file_holds_the_metadata(project):
     meta = json.loads((project.dir / "project.json").read_text())
     assert meta["name"] == "p1" and meta["owner"] == "ann" and meta["shared"] is False

@@ -75,6 +75,20 @@ with st.form("channels"):
         except InputError as error:
             show_input_errors([error])
 
+st.subheader("Pixel size")
+with st.form("pixel_size"):
+    known = project.pixel_size_um is not None
+    microns = st.number_input("Side of a pixel (µm)", min_value=0.0, value=project.pixel_size_um or 0.0,
+                              step=0.01, format="%.4f", help="0 = unknown. With a pixel size the per-cell tables "
+                              "give areas in µm² and centroids in µm besides pixels.")
+    if st.form_submit_button("Save pixel size"):
+        try:
+            project.set_pixel_size(microns or None)
+            st.rerun()
+        except InputError as error:
+            show_input_errors([error])
+st.caption(f"Pixel size: {project.pixel_size_um} µm" if known else "Pixel size unknown: sizes are in pixels.")
+
 st.subheader("Tasks")
 current = next((key for key, make in TASK_PRESETS.items()
                 if [t.classes for t in make()] == [t.classes for t in project.tasks]), None)
