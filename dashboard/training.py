@@ -135,7 +135,7 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
                 ctx.report(run_dir=str(folder), kind="start", epoch=0)
                 trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
                                   init_from=init_from, preview_image=preview, stop_event=ctx.stop_event,
-                                  device=device)
+                                  device=device, annotation_minutes=project.annotation_minutes())
                 return trainer.run()
         finally:
             _remove_request(project.dir, request_id[0])  # stopped while waiting for the device, or failed

@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     predict.add_argument("--mcdrop", type=_positive_int, help="MC-dropout passes per checkpoint (default: the run's)")
     predict.add_argument("--formats", default="npz,csv,tiff,roi", help="comma-separated: npz, csv, tiff, roi")
+    slides = predict.add_argument_group(
+        "whole slides", "with --workers or --scheduler each IMAGE is a slide (OME-TIFF, TIFF or OME-Zarr) predicted "
+        "chunk by chunk on a Dask cluster into OUT/NAME.ome.zarr, NAME_cells.csv and NAME.geojson; a re-run resumes")
+    cluster = slides.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=_positive_int, help="start a local Dask cluster of N worker processes")
+    cluster.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="use a running Dask scheduler")
+    slides.add_argument("--chunk", type=_positive_int, default=1024, help="chunk side in pixels (default 1024)")
+    slides.add_argument("--margin", type=int, default=128,
+                        help="context around a chunk for the cells, more than a cell's diameter (default 128 px)")
+    slides.add_argument("--threads", type=int, default=0,
+                        help="torch threads per worker (default: the CPUs shared among local workers, else torch's)")
     predict.set_defaults(command=run_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a run against ground-truth labels")
@@ -187,7 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
         dataset, run_dir = load_training_set(args.files, config), args.out
     with _ProgressBar() as bar:
         trainer = Trainer(config, dataset, run_dir, on_event=bar.update, init_from=args.init_from,
-                          preview_image=None)
+                          preview_image=None, annotation_minutes=project.annotation_minutes() if project else None)
         try:
             with _device_turn(project, trainer, run_dir):
                 run = trainer.run()
@@ -218,6 +229,8 @@ def _device_turn(project, trainer, run_dir: Path) -> contextlib.AbstractContextM
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    if args.workers or args.scheduler:
+        return run_predict_slides(args)
     from .io import read_image
     from .pipeline import export_segmentation, segment
     from .runs import Run
@@ -231,6 +244,44 @@ def run_predict(args: argparse.Namespace) -> int:
         segmentation = segment(run, _normalize(raw), mcdrop=args.mcdrop)
         written = export_segmentation(args.out, path.stem, raw, segmentation, run.config.channels, formats)
         print(f"{path.name}: {int(segmentation.cells.max())} cells -> {', '.join(p.name for p in written.values())}")
+    return 0
+
+
+def run_predict_slides(args: argparse.Namespace) -> int:
+    """Slides on a Dask cluster (see impartial.slides); exit status 2 when a slide failed, after the others."""
+    import os
+
+    from distributed import Client, LocalCluster
+    from tqdm import tqdm
+
+    from .slides import predict_slides
+
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError("--out must be a folder, but it is a file", args.out)
+    if args.scheduler:
+        cluster, threads = None, args.threads
+    else:
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+    failed = []
+
+    def report(result) -> None:
+        if result.error:
+            failed.append(result)
+            tqdm.write(f"impartial: error: {result.error}", file=sys.stderr)
+        else:
+            summary = result.summary
+            tqdm.write(f"{summary['slide']}: {summary['cells']} cells -> {summary['zarr']}, {summary['csv']}, "
+                       f"{summary['geojson']}")
+
+    with cluster if cluster is not None else contextlib.nullcontext(), \
+            Client(cluster if cluster is not None else args.scheduler) as client:
+        results = predict_slides(client, args.run, args.images, args.out, chunk=args.chunk, margin=args.margin,
+                                 mcdrop=args.mcdrop, threads=threads, on_result=report)
+    if failed:
+        print(f"impartial: {len(failed)} of {len(results)} slide(s) failed", file=sys.stderr)
+        return 2
     return 0
 
 

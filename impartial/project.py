@@ -685,6 +685,15 @@ class Project:
                 self._write_scribbles(name, scribbles, stored.get("val_mask"))
             return changed
 
+    def annotation_minutes(self) -> float:
+        """Time spent scribbling this project's images so far (see :meth:`strokes.History.annotation_seconds`);
+        images with a damaged history count nothing."""
+        seconds = 0.0
+        for name in self.images():
+            with contextlib.suppress(InputError):
+                seconds += self.history(name).annotation_seconds()
+        return seconds / 60.0
+
     def scribbles_stamp(self, name: str) -> tuple[int, int, int]:
         """(modification time ns, size, inode) of the image's scribble file, zeros without one: changes with every
         edit (each write is a new file, see :mod:`impartial.storage`)."""

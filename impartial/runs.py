@@ -5,6 +5,9 @@ RUN_DIR/config.json        the RunConfig that trained it
         status.json        state (running | done | stopped | interrupted | failed), epoch, heartbeat, pid
         history.csv        one row per epoch: losses, validation loss and learning rate
         thresholds.json    instance settings chosen on the validation scribbles (thresholds, seed source)
+        quality.json       how good it is: validation-stroke accuracy, stroke consistency, scores on labelled images
+        training_data.json what it trained on: strokes and pixels per class and image, annotation minutes
+        scribbles/<image>.npz   the exact scribbles (and validation box) it trained on
         checkpoints/cycle_K.pt   best-validation weights of ensemble cycle K (loaded with weights_only=True)
         state.pt           everything needed to resume after a stop or crash
 ```
@@ -13,25 +16,33 @@ RUN_DIR/config.json        the RunConfig that trained it
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from .config import RunConfig
+from .dataset import TrainingImage
 from .errors import InputError
-from .storage import write_json
+from .scribbles import scribble_counts, stroke_counts
+from .storage import write_json, write_npz
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 HISTORY_FILE = "history.csv"
 THRESHOLDS_FILE = "thresholds.json"
+QUALITY_FILE = "quality.json"
+TRAINING_DATA_FILE = "training_data.json"
+SNAPSHOT_DIR = "scribbles"
 STATE_FILE = "state.pt"
 CHECKPOINT_DIR = "checkpoints"
 HISTORY_COLUMNS = ["epoch", "cycle", "elapsed_s", "scribble", "rec", "reg", "sep", "total", "val", "lr"]
@@ -110,6 +121,71 @@ def read_thresholds(run_dir: str | Path) -> dict[str, float | str]:
     except (OSError, ValueError, TypeError, AttributeError):
         raise InputError("the chosen thresholds are damaged; delete the file to use the configured ones",
                          path) from None
+
+
+def _read_json_record(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        raise InputError(f"the {what} is damaged; delete the file to leave it out", path)
+    return record
+
+
+def read_quality(run_dir: str | Path) -> dict[str, Any]:
+    """The run's quality figures (see :func:`write_quality`); empty when none were measured."""
+    return _read_json_record(Path(run_dir) / QUALITY_FILE, "quality record")
+
+
+def write_quality(run_dir: str | Path, **figures: Any) -> dict[str, Any]:
+    """Add figures to the run's quality record (``validation_accuracy``, ``stroke_consistency``, ``labelled``:
+    scores per labelled image it did not train on); returns the whole record."""
+    record = {**read_quality(run_dir), **figures}
+    write_json(Path(run_dir) / QUALITY_FILE, record)
+    return record
+
+
+def read_training_data(run_dir: str | Path) -> dict[str, Any]:
+    """What the run trained on (see :func:`save_training_data`); empty for runs made before it was recorded."""
+    return _read_json_record(Path(run_dir) / TRAINING_DATA_FILE, "record of the training data")
+
+
+def save_training_data(run_dir: str | Path, dataset: list[TrainingImage], config: RunConfig,
+                       annotation_minutes: float | None = None) -> dict[str, Any]:
+    """Keep the exact scribbles a run trains on (``scribbles/<image>.npz``) and a summary of them.
+
+    The summary gives per image and in total the strokes (separate pieces) and pixels per class name and for the
+    background, a SHA-1 of the scribbles, and the annotation time when the caller knows it.
+    """
+    images, totals = {}, {"strokes": {}, "pixels": {}}
+    for item in dataset:
+        arrays = {"scribble": item.scribbles}
+        if item.val_mask is not None:
+            arrays["val_mask"] = item.val_mask
+        write_npz(Path(run_dir) / SNAPSHOT_DIR / f"{item.name}.npz", **arrays)
+        counts = {"strokes": stroke_counts(item.scribbles, config), "pixels": scribble_counts(item.scribbles, config)}
+        for kind, per_class in counts.items():
+            for name, value in per_class.items():
+                totals[kind][name] = totals[kind].get(name, 0) + value
+        images[item.name] = {**counts, "sha1": hashlib.sha1(np.ascontiguousarray(item.scribbles)).hexdigest()}
+    record = {"images": images, **totals, "annotation_minutes": annotation_minutes, "recorded": time.time()}
+    write_json(Path(run_dir) / TRAINING_DATA_FILE, record)
+    return record
+
+
+def load_scribble_snapshot(run_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """The scribbles a run trained on: image name -> (scribbles (H, W, S), validation box or None)."""
+    snapshot = {}
+    for path in sorted((Path(run_dir) / SNAPSHOT_DIR).glob("*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                snapshot[path.stem] = (archive["scribble"], archive["val_mask"] if "val_mask" in archive else None)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise InputError(f"the scribble snapshot cannot be read ({type(error).__name__})", path) from None
+    return snapshot
 
 
 def load_weights(path: str | Path, device: torch.device) -> dict[str, Any]:

@@ -206,6 +206,36 @@ def scribble_counts(scribbles: np.ndarray, config: RunConfig) -> dict[str, int]:
     return counts
 
 
+def stroke_counts(scribbles: np.ndarray, config: RunConfig) -> dict[str, int]:
+    """Separate strokes (8-connected pieces) per class name, and under ``background`` those of the background maps
+    (all tasks' together)."""
+    _check_layout(scribbles, config)
+    counts = {name: count_pieces(scribbles[..., channel] > 0) for _, _, name, channel in _class_channels(config)}
+    counts["background"] = count_pieces(scribbles[..., _background_channels(config)].any(axis=-1))
+    return counts
+
+
+def count_pieces(mask: np.ndarray, block: int = 8) -> int:
+    """Number of 8-connected pieces of a sparse (H, W) bool mask, without labelling the whole image.
+
+    Pieces are found on a ``block`` times coarser copy first (a piece never spans two coarse pieces), then
+    counted at full resolution inside each coarse piece only: on a 4000 x 4000 image with a few strokes
+    this takes milliseconds where labelling every pixel takes a fifth of a second.
+    """
+    connectivity = np.ones((3, 3), bool)
+    height, width = mask.shape
+    padded = np.zeros((-(-height // block) * block, -(-width // block) * block), bool)
+    padded[:height, :width] = mask
+    coarse = padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block).any(axis=(1, 3))
+    coarse_labels, _ = ndimage.label(coarse, connectivity)
+    total = 0
+    for index, box in enumerate(ndimage.find_objects(coarse_labels), start=1):
+        inside = np.repeat(np.repeat(coarse_labels[box] == index, block, axis=0), block, axis=1)
+        full = tuple(slice(part.start * block, part.stop * block) for part in box)
+        total += ndimage.label(padded[full] & inside, connectivity)[1]
+    return total
+
+
 def class_strokes(scribbles: np.ndarray, config: RunConfig, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) bool strokes of ``classes`` and the background strokes of the tasks holding them.
 

@@ -116,14 +116,14 @@ class ValidationRegion:
 
     Attributes:
         image: (C, H, W) normalised image of the region.
-        cell_prob, core_prob: (H, W) float cell and cell-core probabilities; nucleus_prob (H, W) or None.
+        cell_prob: (H, W) float cell probability; nucleus_prob and core_prob (H, W) or None (no such output).
         cell_strokes, background_strokes: (H, W) bool held-out strokes.
     """
 
     image: np.ndarray
     cell_prob: np.ndarray
     nucleus_prob: np.ndarray | None
-    core_prob: np.ndarray
+    core_prob: np.ndarray | None
     cell_strokes: np.ndarray
     background_strokes: np.ndarray
 

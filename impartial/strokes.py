@@ -10,15 +10,19 @@ folder. Undo restores the *before* values only where the pixels still hold the *
 one's own stroke never erases what someone drew over it since.
 
 ```
-<history folder>/index.json     {"entries": [{"seq", "user", "op", "undone"}], "ops": [recent op ids]}
+<history folder>/index.json     {"entries": [{"seq", "user", "op", "undone"}], "ops": [recent op ids],
+                                 "active_s": annotation time, "last_edit": time of the last edit}
                  <seq>.npz      rows, cols (N,) int32; before, after (N, S) uint8
 ```
+
+The annotation time adds the pause before each edit, up to ``IDLE_AFTER_S``: a longer pause was a break.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,7 @@ from .errors import InputError
 INDEX_FILE = "index.json"
 HISTORY_LENGTH = 500  # changes kept per image (all users together); older ones can no longer be undone
 REMEMBERED_OPS = 1000  # op ids kept to recognise an edit that arrives twice
+IDLE_AFTER_S = 120.0  # a pause between two edits longer than this is not annotation time
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ class History:
         """
         index = self._index()
         if change.empty:
-            self._save(index, index["entries"], op)
+            self._save(index, index["entries"], op, edited=False)
             return
         kept = []
         for entry in index["entries"]:
@@ -225,7 +230,7 @@ class History:
         # undo walks back from the newest active edit; redo forward from the oldest undone one after them
         candidates = [entry for entry in (reversed(mine) if not undone else mine) if entry["undone"] == undone]
         if not candidates:
-            self._save(index, index["entries"], op)
+            self._save(index, index["entries"], op, edited=False)
             return False
         entry = candidates[0]
         step(scribbles, self._load_change(entry["seq"]))
@@ -242,9 +247,19 @@ class History:
         """Forget every edit (the image's scribbles were replaced wholesale or the image deleted)."""
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _save(self, index: dict, entries: list[dict], op: str) -> None:
+    def annotation_seconds(self) -> float:
+        """Time spent editing this image: the pauses before its edits, each up to ``IDLE_AFTER_S``."""
+        return float(self._index().get("active_s", 0.0))
+
+    def _save(self, index: dict, entries: list[dict], op: str, edited: bool = True) -> None:
         ops = [*index.get("ops", []), op][-REMEMBERED_OPS:]
-        storage.write_json(self.folder / INDEX_FILE, {"entries": entries, "ops": ops})
+        now = time.time()
+        last, active = index.get("last_edit"), float(index.get("active_s", 0.0))
+        if edited:
+            active += 0.0 if last is None else min(max(now - float(last), 0.0), IDLE_AFTER_S)
+            last = now
+        storage.write_json(self.folder / INDEX_FILE,
+                           {"entries": entries, "ops": ops, "active_s": active, "last_edit": last})
 
     def _change_path(self, seq: int) -> Path:
         return self.folder / f"{seq:08d}.npz"

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import CELL_CLASSES, NUCLEUS_CLASSES, RunConfig, TrainConfig
+from .calibrate import calibrate
+from .config import RunConfig, TrainConfig
 from .dataset import TrainingImage
 from .errors import InputError
-from .instances import choose_threshold, combine_class_probabilities
 from .losses import total_loss
 from .model import UNet, autocast, build_model, compute_dtype, pick_device
 from .predict import Prediction, predict_with_models
@@ -43,11 +43,13 @@ from .runs import (
     checkpoint_paths,
     load_weights,
     read_status,
+    save_training_data,
+    write_quality,
     write_status,
 )
 from .sampling import PatchSampler, blind_spots
-from .scribbles import class_strokes, validation_box
-from .separation import ValidationRegion, choose_seeds, core_targets
+from .scribbles import validation_box
+from .separation import core_targets
 from .storage import atomic_path, write_json, write_npz, write_text
 
 # Within a time-budgeted cycle the learning rate falls along a cosine from lr to this fraction of lr,
@@ -252,13 +254,15 @@ class Trainer:
         preview_image: (C, H, W) normalised image predicted every ``preview_every`` epochs.
         stop_event: set it (from any thread) to stop after the current batch.
         device: where to train; defaults to ``config.train.device`` (the job manager passes each job's GPU).
+        annotation_minutes: the time spent scribbling so far, when the caller knows it (the learning curve).
     """
 
     def __init__(self, config: RunConfig, dataset: list[TrainingImage], run_dir: str | Path,
                  on_event: Callable[[TrainingEvent], None] | None = None, init_from: str | Path | None = None,
                  preview_image: np.ndarray | None = None, stop_event: threading.Event | None = None,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, annotation_minutes: float | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.annotation_minutes = annotation_minutes
         resuming = (self.run_dir / STATE_FILE).exists()
         self.config = RunConfig.load(self.run_dir / CONFIG_FILE) if resuming else config.validate()
         self.dataset = [self._with_validation_box(item) for item in dataset]
@@ -286,6 +290,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.config.save(self.run_dir / CONFIG_FILE)
+        if not (self.run_dir / STATE_FILE).exists():  # a resumed run keeps the record of its start
+            save_training_data(self.run_dir, self.dataset, self.config, self.annotation_minutes)
         model, optimizer, progress, rng, generator = self._setup()
         train_sampler, validation = self._samplers(rng, generator)
         schedule.begin(progress)
@@ -372,7 +378,10 @@ class Trainer:
 
     def _finish(self, state: str, progress: _Progress, message: str) -> Run:
         if checkpoint_paths(self.run_dir):
-            write_json(self.run_dir / THRESHOLDS_FILE, self._choose_thresholds())
+            run = Run.load(self.run_dir)
+            found = calibrate(run, self.dataset, models=[self._load(path) for path in run.checkpoints])
+            write_json(self.run_dir / THRESHOLDS_FILE, found.thresholds)
+            write_quality(self.run_dir, **found.quality)
         write_status(self.run_dir, state, epoch=progress.epoch, total_epochs=self.schedule.total_epochs(progress),
                      elapsed_s=progress.elapsed_s, budget_s=self.schedule.budget_s, message=message)
         self._emit("done" if state == "done" else "stopped", progress, message=message)
@@ -481,59 +490,7 @@ class Trainer:
             batches.append((corrupted, torch.from_numpy(x), mask, torch.from_numpy(scribbles)))
         return train, batches
 
-    # --- thresholds ------------------------------------------------------------------------------
-
-    def _choose_thresholds(self) -> dict[str, float | str]:
-        """Instance settings chosen on the validation scribbles (defaults when there are none).
-
-        The foreground and nucleus thresholds separate the scribbled pixels best; with separation, the seeds
-        (cell cores and their threshold, or nuclei) then make the cells agree best with the held-out strokes.
-        """
-        run = Run.load(self.run_dir)
-        models = [self._load(path) for path in run.checkpoints]
-        scores: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"threshold": [], "nucleus_threshold": []}
-        regions = []
-        for item in self.dataset:
-            crop = _bounding_box(item.val_mask)
-            if crop is None:
-                continue
-            image = item.image[(slice(None), *crop)]
-            prediction = predict_with_models(models, self.config, image, passes=1, mc_dropout=False)
-            cell, nucleus = combine_class_probabilities(prediction.class_probabilities())
-            scribbles = item.scribbles[crop]
-            strokes = {classes: class_strokes(scribbles, self.config, classes)
-                       for classes in (CELL_CLASSES, NUCLEUS_CLASSES)}
-            for key, probability, classes in (("threshold", cell, CELL_CLASSES),
-                                              ("nucleus_threshold", nucleus, NUCLEUS_CLASSES)):
-                if probability is not None:
-                    scores[key].append((probability, *strokes[classes]))
-            if prediction.core is not None:
-                regions.append(ValidationRegion(image, cell, nucleus, prediction.core, *strokes[CELL_CLASSES]))
-        defaults = dataclasses.asdict(self.config.instances)
-        thresholds = {key: _threshold_over(samples, defaults[key]) for key, samples in scores.items()}
-        if regions:
-            chosen = dataclasses.replace(self.config.instances, **thresholds)
-            thresholds.update(choose_seeds(regions, chosen))
-        return thresholds
-
     def _load(self, path: Path) -> UNet:
         model = build_model(self.config).to(self.device)
         model.load_state_dict(load_weights(path, self.device))
         return model
-
-
-def _bounding_box(mask: np.ndarray | None) -> tuple[slice, slice] | None:
-    if mask is None or not mask.any():
-        return None
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-
-
-def _threshold_over(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], default: float) -> float:
-    """One threshold for all validation boxes (their pixels pooled); the default when no scribbles."""
-    if not samples or not any(pos.any() for _, pos, _ in samples) or not any(neg.any() for _, _, neg in samples):
-        return float(default)
-    probability = np.concatenate([p.ravel() for p, _, _ in samples])
-    positive = np.concatenate([pos.ravel() for _, pos, _ in samples])
-    negative = np.concatenate([neg.ravel() for _, _, neg in samples])
-    return float(choose_threshold(probability, positive, negative))

@@ -13,7 +13,6 @@ from dashboard.annotate import (
     Overlay,
     Region,
     brushes_for,
-    count_pieces,
     display_levels,
     overlay_layer,
     png_url,
@@ -25,6 +24,7 @@ from dashboard.annotate import (
 from dashboard.canvas import apply_edits
 from impartial.config import tissuenet_tasks, whole_cell_tasks
 from impartial.project import create_demo_project
+from impartial.scribbles import count_pieces
 
 
 def test_brushes_follow_the_scribble_layout_and_have_keys():
