@@ -1,25 +1,36 @@
-"""Cached per-image computations: normalised images, composites, predictions, segmentations, exports.
+"""Cached per-image computations: normalised images, composites, predictions, segmentations, heat maps, outlined
+pictures, scores, diagnostics, exports.
 
-Cache keys carry file modification times (``stamp``), so a re-uploaded image or a retrained run is
-never served stale. Results are shared by all sessions and must be treated as read-only.
+Cache keys carry the project and run folders and file modification times (``stamp``), so a re-uploaded image, a
+new checkpoint of a training run or edited labels / scribbles are never served stale, and one project's results
+are never served for another (a session reaches a project only through the access checks of ``open_project``).
+Every cache is bounded (``max_entries``, least recently used first out). Results are shared by all sessions and
+must be treated as read-only.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
+import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 
+from impartial.diagnostics import Finding, prediction_findings
+from impartial.metrics import evaluate
 from impartial.pipeline import Segmentation, export_segmentation, segment_prediction
 from impartial.predict import Prediction, predict_image
 from impartial.project import Project
 from impartial.runs import STATE_FILE, Run, checkpoint_paths
 
-from .render import composite
+from .render import composite, heatmap, outline
 
 RUN_ZIP_SKIPS = (STATE_FILE, "preview.npz")  # resume-only state and the live preview are not part of a result
 
@@ -32,6 +43,19 @@ def image_stamp(project: Project, name: str) -> int:
 def run_stamp(run_dir: Path) -> tuple[int, ...]:
     """Modification times of a run's checkpoints: change when training adds or improves one."""
     return tuple(path.stat().st_mtime_ns for path in checkpoint_paths(run_dir))
+
+
+def _file_stamp(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def annotation_stamp(project: Project, name: str) -> tuple[int | None, int | None]:
+    """Modification times of an image's labels and scribbles (None where there are none)."""
+    return (_file_stamp(project.dir / "labels" / f"{name}.tif"),
+            _file_stamp(project.dir / "scribbles" / f"{name}.npz"))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -103,23 +127,140 @@ def segmentation(run: Run, project: Project, name: str, threshold: float | None 
                          *_thresholds(run, threshold, core_threshold, seeds))
 
 
-@st.cache_data(max_entries=8, show_spinner="Writing the exports ...")
-def _exports(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int,
-             threshold: float, core_threshold: float, seeds: str) -> dict[str, tuple[str, bytes]]:
-    project = Project(project_dir)
+# (run folder, image) -> the instance settings of the export files kept under predictions/<run>/
+_written: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
+_written_lock = threading.Lock()
+MAX_WRITTEN = 256
+
+
+def keep_exports(run: Run, project: Project, name: str, threshold: float | None = None,
+                 core_threshold: float | None = None, seeds: str | None = None) -> dict[str, str]:
+    """Keep every export format of one image (npz, csv, tiff, roi) under the project's ``predictions/<run>/``
+    folder for the cells found with these thresholds (see :func:`segmentation`); returns the file names by format.
+
+    The files are written only when they hold other settings (or another checkpoint, image, pixel size) than
+    these: a rerun that changes nothing else writes nothing. The CSV gives µm figures when the project's pixel
+    size is known.
+    """
+    settings = _thresholds(run, threshold, core_threshold, seeds)
+    key = (str(run.dir), str(project.dir), name)
+    state = (run_stamp(run.dir), image_stamp(project, name), settings, project.pixel_size_um)
+    with _written_lock:
+        paths = _written.get(key)
+        if paths is not None and paths[0] == state:
+            _written.move_to_end(key)
+            return paths[1]
+    found = segmentation(run, project, name, *settings)
+    with st.spinner("Writing the exports ..."):
+        written = export_segmentation(project.prediction_dir(run.dir.name), name, project.load_image(name), found,
+                                      project.channels, pixel_size_um=project.pixel_size_um)
+    names = {kind: path.name for kind, path in written.items()}
+    with _written_lock:
+        _written[key] = (state, names)
+        _written.move_to_end(key)
+        while len(_written) > MAX_WRITTEN:
+            _written.popitem(last=False)
+    return names
+
+
+def export_bytes(found: Segmentation, project: Project, name: str, kind: str) -> bytes:
+    """One export format (``npz``, ``csv``, ``tiff`` or ``roi``) of cells already found, as bytes.
+
+    Written to a temporary folder, so two sessions exporting the same image with other thresholds never read
+    each other's file; meant for a download button's deferred data (it runs when the button is pressed).
+    """
+    with tempfile.TemporaryDirectory(prefix="impartial-export-") as folder:
+        paths = export_segmentation(folder, name, project.load_image(name), found, project.channels, formats=(kind,),
+                                    pixel_size_um=project.pixel_size_um)
+        return paths[kind].read_bytes()
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _figure(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int, which: str,
+            title: str) -> go.Figure:
+    found = _prediction(run_dir, run_key, project_dir, name, stamp)
+    kind, _, class_name = which.partition(":")
+    if kind == "entropy":
+        return heatmap(found.entropy(), title, zmax=1.0, colorscale="Inferno")
+    if kind == "probability":
+        return heatmap(found.class_probabilities()[class_name], title, zmax=1.0)
+    if kind == "variance":
+        return heatmap(found.class_variances()[class_name], title, colorscale="Magma")
+    if kind == "core":
+        return heatmap(found.core, title, zmax=1.0)
+    if kind == "core_variance":
+        return heatmap(found.core_variance, title, colorscale="Magma")
+    raise ValueError(f"no heat map '{which}'")
+
+
+def figure(run: Run, project: Project, name: str, which: str, title: str) -> go.Figure:
+    """A heat map of the run's prediction of a project image, built once per checkpoint set and image.
+
+    ``which``: ``entropy``, ``probability:<class>``, ``variance:<class>``, ``core`` or ``core_variance``.
+    The figure is shared by all sessions: never change it.
+    """
+    return _figure(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name), which, title)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _outlined(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int,
+              colors: tuple[str, ...], contrast: tuple[tuple[float, float], ...], threshold: float,
+              core_threshold: float, seeds: str, color: str, opacity: float) -> bytes:
     found = _segmentation(run_dir, run_key, project_dir, name, stamp, threshold, core_threshold, seeds)
-    paths = export_segmentation(project.prediction_dir(Path(run_dir).name), name, project.load_image(name), found,
-                                project.channels)
-    return {kind: (path.name, path.read_bytes()) for kind, path in paths.items()}
+    picture = outline(_composite(project_dir, name, stamp, colors, contrast), found.cells, color, opacity)
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
-def exports(run: Run, project: Project, name: str, threshold: float | None = None,
-            core_threshold: float | None = None, seeds: str | None = None) -> dict[str, tuple[str, bytes]]:
-    """Every export format of one image (npz, csv, tiff, roi) as (file name, bytes), for the cells found with
-    these thresholds (see :func:`segmentation`); the files are also kept under the project's
-    ``predictions/<run>/`` folder."""
-    return _exports(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
-                    *_thresholds(run, threshold, core_threshold, seeds))
+def outlined(run: Run, project: Project, name: str, threshold: float | None = None,
+             core_threshold: float | None = None, seeds: str | None = None, color: str = "#ffff00",
+             opacity: float = 1.0) -> bytes:
+    """PNG of the project composite with the outline of every cell found with these thresholds (see
+    :func:`segmentation`) drawn in ``color`` at ``opacity``."""
+    contrast = tuple(tuple(pair) for pair in project.contrast)
+    return _outlined(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
+                     tuple(project.colors), contrast, *_thresholds(run, threshold, core_threshold, seeds), color,
+                     round(float(opacity), 3))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _scores(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int,
+            annotations: tuple[int | None, int | None], threshold: float, core_threshold: float,
+            seeds: str) -> dict[str, float] | None:
+    labels = Project(project_dir).load_labels(name)
+    if labels is None:
+        return None
+    return evaluate(labels, _segmentation(run_dir, run_key, project_dir, name, stamp, threshold, core_threshold,
+                                          seeds).cells)
+
+
+def scores(run: Run, project: Project, name: str, threshold: float | None = None,
+           core_threshold: float | None = None, seeds: str | None = None) -> dict[str, float] | None:
+    """The cells found with these thresholds scored against the image's labels (``metrics.evaluate``), or
+    None when the image has no labels."""
+    return _scores(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
+                   annotation_stamp(project, name), *_thresholds(run, threshold, core_threshold, seeds))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _findings(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int,
+              annotations: tuple[int | None, int | None], threshold: float) -> list[Finding]:
+    project, config = Project(project_dir), Run.load(run_dir).config
+    scribbles, val_mask = project.load_scribbles(name), project.load_val_mask(name)
+    if scribbles.shape[-1] != config.n_scribble_channels:  # the project's classes changed since the run trained
+        scribbles = val_mask = None
+    return prediction_findings(_prediction(run_dir, run_key, project_dir, name, stamp), config, scribbles, val_mask,
+                               threshold)
+
+
+def findings(run: Run, project: Project, name: str, threshold: float | None = None) -> list[Finding]:
+    """Signs in the run's prediction of a project image that the model has not yet learned to tell cells from
+    background, with the strokes to draw next (:func:`impartial.diagnostics.prediction_findings`, the image's
+    scribbles and validation box; ``threshold`` None = the run's validated cell threshold)."""
+    threshold = _thresholds(run, threshold, None, None)[0]
+    return _findings(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
+                     annotation_stamp(project, name), threshold)
 
 
 def run_zip(run_dir: Path) -> bytes:

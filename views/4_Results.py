@@ -1,15 +1,20 @@
-"""Results: probability, variance and entropy maps, cells, metrics, downloads, predicting new images."""
+"""Results: probability, variance and entropy maps, cells, metrics, downloads, predicting new images.
+
+What a rerun needs is cached in ``dashboard.images`` (prediction, cells, heat maps, outlined picture, scores,
+diagnostics), so moving a slider recomputes only what depends on it.
+"""
+
+import functools
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import images
-from dashboard.render import heatmap, outline
 from dashboard.state import PAGES, damaged_images, require_project
-from dashboard.training import run_label, runs_with_checkpoints
+from dashboard.training import epoch_count, run_label, runs_with_checkpoints
 from dashboard.uploads import IMAGE_TYPES, add_uploads, show_upload_messages
 from impartial.config import SEED_SOURCES
-from impartial.metrics import evaluate
+from impartial.diagnostics import Finding
 from impartial.runs import Run
 
 DOWNLOADS = {"npz": ("Prediction (npz)", "application/octet-stream"), "csv": ("Cells (CSV)", "text/csv"),
@@ -35,6 +40,22 @@ def threshold_note(run: Run, has_cores: bool) -> str:
     return note + "."
 
 
+def provisional_note(run_id: str, status: dict) -> str:
+    """The marker of a run still training: its results come from the checkpoints saved so far."""
+    epoch = f" (epoch {epoch_count(status)})" if "epoch" in status else ""
+    return f"**Provisional:** run {run_id} is still training{epoch}. These results come from the checkpoints it " \
+           "has saved so far and change when it saves a better one."
+
+
+def show_findings(found: list[Finding]) -> None:
+    """What the numbers show about a model that has not learned enough yet, with the strokes to draw next."""
+    if not found:
+        return
+    lines = "\n".join(f"- {finding.message} {finding.suggestion}" for finding in found)
+    st.warning(f"**The model has not learned enough yet.**\n\n{lines}", icon=":material/school:")
+    st.page_link(PAGES["scribble"], label="Add strokes on the Scribble page", icon=":material/draw:")
+
+
 project = require_project()
 st.title(f"Results · {project.name}")
 finished = {info.id: info for info in runs_with_checkpoints(project)}
@@ -56,6 +77,8 @@ name = choose_image.selectbox("Image", usable, key="results_image")
 compared = choose_compare.multiselect("Compare with runs", [key for key in finished if key != run_id],
                                       max_selections=MAX_COMPARED, format_func=lambda key: run_label(finished[key]))
 run = Run.load(finished[run_id].dir)
+if finished[run_id].status.get("state") == "running":
+    st.info(provisional_note(run_id, finished[run_id].status), icon=":material/hourglass_top:")
 
 chosen = run.instance_config()
 prediction = images.prediction(run, project, name)  # cached: moving a slider reruns only the instance step
@@ -77,34 +100,35 @@ if has_cores:
 opacity = slider_cols[-1].slider("Outline opacity", 0.0, 1.0, 0.9, step=0.05)
 st.caption(threshold_note(run, has_cores))
 found = images.segmentation(run, project, name, threshold, core_threshold, seeds)
-composite = images.project_composite(project, name)
+show_findings(images.findings(run, project, name, threshold))
 
 picture, uncertainty = st.columns(2)
-picture.image(outline(composite, found.cells, "#ffff00", opacity),
+picture.image(images.outlined(run, project, name, threshold, core_threshold, seeds, "#ffff00", opacity),
               caption=f"{name}: {int(found.cells.max())} cells found by run {run_id}", width="stretch")
-uncertainty.plotly_chart(heatmap(prediction.entropy(), "Entropy (uncertainty)", zmax=1.0, colorscale="Inferno"),
-                         theme=None)
-variances = prediction.class_variances()
-for class_name, probability in prediction.class_probabilities().items():
+uncertainty.plotly_chart(images.figure(run, project, name, "entropy", "Entropy (uncertainty)"), theme=None)
+for class_name in prediction.class_probabilities():
     left, right = st.columns(2)
-    left.plotly_chart(heatmap(probability, f"Probability: {class_name}", zmax=1.0), theme=None)
-    right.plotly_chart(heatmap(variances[class_name], f"Variance: {class_name}", colorscale="Magma"), theme=None)
+    left.plotly_chart(images.figure(run, project, name, f"probability:{class_name}", f"Probability: {class_name}"),
+                      theme=None)
+    right.plotly_chart(images.figure(run, project, name, f"variance:{class_name}", f"Variance: {class_name}"),
+                       theme=None)
 if has_cores:
     left, right = st.columns(2)
-    left.plotly_chart(heatmap(prediction.core, "Cell cores", zmax=1.0), theme=None)
-    right.plotly_chart(heatmap(prediction.core_variance, "Variance: cell cores", colorscale="Magma"), theme=None)
+    left.plotly_chart(images.figure(run, project, name, "core", "Cell cores"), theme=None)
+    right.plotly_chart(images.figure(run, project, name, "core_variance", "Variance: cell cores"), theme=None)
 
-labels = project.load_labels(name)
-if labels is not None:
+scores = images.scores(run, project, name, threshold, core_threshold, seeds)
+if scores is not None:
     st.subheader("Scores against the image's labels")
-    st.dataframe(pd.DataFrame([evaluate(labels, found.cells)]), hide_index=True)
+    st.dataframe(pd.DataFrame([scores]), hide_index=True)
 
 st.subheader("Downloads")
-files = images.exports(run, project, name, threshold, core_threshold, seeds)
+# the files under predictions/<run>/ follow the sliders; a button makes its file only when pressed
+file_names = images.keep_exports(run, project, name, threshold, core_threshold, seeds)
 buttons = st.columns(len(DOWNLOADS) + 1)
 for column, (kind, (label, mime)) in zip(buttons[:-1], DOWNLOADS.items(), strict=True):
-    file_name, data = files[kind]
-    column.download_button(label, data, file_name=file_name, mime=mime, on_click="ignore", key=f"download-{kind}")
+    column.download_button(label, functools.partial(images.export_bytes, found, project, name, kind),
+                           file_name=file_names[kind], mime=mime, on_click="ignore", key=f"download-{kind}")
 buttons[-1].download_button("Run folder (zip)", lambda: images.run_zip(run.dir), file_name=f"{run_id}.zip",
                             mime="application/zip", on_click="ignore", key="download-run")
 
@@ -112,10 +136,10 @@ if compared:
     st.subheader("Runs side by side")
     for column, other_id in zip(st.columns(len(compared) + 1), [run_id, *compared], strict=True):
         other = Run.load(finished[other_id].dir)
-        other_cells = images.segmentation(other, project, name)
-        column.image(outline(composite, other_cells.cells, "#ffff00", opacity), caption=other_id, width="stretch")
-        column.plotly_chart(heatmap(other_cells.prediction.entropy(), f"Entropy: {other_id}", zmax=1.0,
-                                    colorscale="Inferno"), key=f"compare-{other_id}", theme=None)
+        column.image(images.outlined(other, project, name, color="#ffff00", opacity=opacity), caption=other_id,
+                     width="stretch")
+        column.plotly_chart(images.figure(other, project, name, "entropy", f"Entropy: {other_id}"),
+                            key=f"compare-{other_id}", theme=None)
 
 st.subheader("Predict new images")
 with st.form("predict_uploads", clear_on_submit=True):

@@ -1,0 +1,143 @@
+"""The Results page through AppTest: the provisional marker of a run still training, the diagnostics of a model
+that has not learned the background, and caches that follow new checkpoints and stay per project."""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import tifffile
+from streamlit.testing.v1 import AppTest
+
+from factories import tiny_config
+from impartial.project import create_demo_project
+from impartial.runs import checkpoint_paths, read_status, write_status
+from impartial.train import Trainer
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def barely_trained(tmp_path_factory):
+    """A demo project (data root, project folder, run id) with a run of one tiny epoch: it has not learned the
+    background yet; and a longer run whose checkpoint differs."""
+    root = tmp_path_factory.mktemp("results")
+    project = create_demo_project(root, n_images=2, size=96)
+    ids = []
+    for epochs in (1, 6):
+        config = project.config_defaults()
+        tiny = tiny_config(**{"train.epochs": epochs, "train.lr": 0.01})
+        config.model, config.train, config.predict = tiny.model, tiny.train, tiny.predict
+        config.train.prior = False
+        ids.append(Trainer(config, project.training_set(config), project.new_run_dir()).run().dir.name)
+    return root, project.dir, *ids
+
+
+@pytest.fixture
+def app_root(barely_trained, monkeypatch):
+    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("IMPARTIAL_DATA", str(barely_trained[0]))
+    return barely_trained
+
+
+def results(project: str, run_id: str) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+    app.session_state["project"] = project
+    app.run()
+    app.switch_page("views/4_Results.py").run()
+    app.selectbox[0].set_value(run_id).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def infos(app: AppTest) -> list[str]:
+    return [element.value for element in app.info]
+
+
+def warnings(app: AppTest) -> list[str]:
+    return [element.value for element in app.warning]
+
+
+def entropy_spec(app: AppTest) -> str:
+    (chart,) = [chart for chart in app.get("plotly_chart")
+                if json.loads(chart.proto.spec)["layout"]["title"]["text"] == "Entropy (uncertainty)"]
+    return chart.proto.spec
+
+
+def cells_shown(app: AppTest) -> int:
+    return int(re.search(r": (\d+) cells found", app.image[0].captions[0]).group(1))
+
+
+def test_a_run_still_training_is_marked_provisional(app_root):
+    _, project_dir, run_id, _ = app_root
+    run_dir = project_dir / "runs" / run_id
+    finished = read_status(run_dir)
+    try:
+        write_status(run_dir, "running", epoch=1, total_epochs=40)  # this process's pid: reads as alive
+        app = results("demo", run_id)
+        (marker,) = [text for text in infos(app) if "Provisional" in text]
+        assert f"run {run_id} is still training (epoch 1 / 40)" in marker
+    finally:
+        write_status(run_dir, **finished)
+    app = results("demo", run_id)
+    assert not any("Provisional" in text for text in infos(app))
+
+
+def test_a_model_that_has_not_learned_the_background_says_so_and_suggests_strokes(app_root):
+    _, _, run_id, _ = app_root
+    app = results("demo", run_id)
+    (advice,) = [text for text in warnings(app) if "has not learned enough yet" in text]
+    assert "not yet learned the background" in advice
+    assert "Draw background strokes" in advice
+    assert any(link.proto.label == "Add strokes on the Scribble page" for link in app.get("page_link"))
+
+
+def test_a_new_checkpoint_replaces_the_cached_prediction(app_root, tmp_path):
+    _, project_dir, early, later = app_root
+    checkpoint = checkpoint_paths(project_dir / "runs" / early)[0]
+    kept = tmp_path / "kept.pt"
+    shutil.copy2(checkpoint, kept)
+    app = results("demo", early)
+    before = entropy_spec(app)
+    assert entropy_spec(app.run()) == before  # a rerun shows the same maps
+    try:
+        shutil.copyfile(checkpoint_paths(project_dir / "runs" / later)[0], checkpoint)  # training saved a better one
+        assert entropy_spec(app.run()) != before
+    finally:
+        shutil.copy2(kept, checkpoint)
+    assert entropy_spec(app.run()) == before
+
+
+def test_the_kept_export_files_follow_the_slider_back_and_forth(app_root):
+    root, project_dir, _, run_id = app_root
+    app = results("demo", run_id)
+    labels = project_dir / "predictions" / run_id / f"{app.selectbox[1].value}_labels.tif"
+    counts = {}
+    for value in (0.05, 0.95, 0.05):
+        app.slider(key=f"threshold-{run_id}").set_value(value).run()
+        assert not app.exception, app.exception
+        counts.setdefault(value, cells_shown(app))
+        assert int(tifffile.imread(labels).max()) == counts[value] == cells_shown(app)
+    assert counts[0.05] != counts[0.95]
+
+
+def test_projects_with_the_same_names_and_file_times_never_share_cached_results(app_root):
+    root, project_dir, early, later = app_root
+    copy = project_dir.with_name("copy")
+    shutil.copytree(project_dir, copy)  # same image names, run ids and file times
+    meta = json.loads((copy / "project.json").read_text())
+    (copy / "project.json").write_text(json.dumps({**meta, "name": "copy"}))
+    try:
+        # the copy's early run holds the later run's weights, with the early checkpoint's modification time
+        checkpoint = checkpoint_paths(copy / "runs" / early)[0]
+        stamp = checkpoint.stat().st_mtime_ns
+        shutil.copyfile(checkpoint_paths(copy / "runs" / later)[0], checkpoint)
+        os.utime(checkpoint, ns=(stamp, stamp))
+        original = entropy_spec(results("demo", early))
+        assert entropy_spec(results("copy", early)) != original
+    finally:
+        shutil.rmtree(copy)
