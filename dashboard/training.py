@@ -29,6 +29,7 @@ from impartial.config import RunConfig
 from impartial.devicelock import device_turn
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
+from impartial.learning import score_on_labelled_images
 from impartial.model import slot_device
 from impartial.project import Project, RunInfo, open_project
 from impartial.runs import CONFIG_FILE, Run, read_history, read_status
@@ -136,7 +137,11 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
                 trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
                                   init_from=init_from, preview_image=preview, stop_event=ctx.stop_event,
                                   device=device, annotation_minutes=project.annotation_minutes())
-                return trainer.run()
+                run = trainer.run()
+                if run.checkpoints:  # the learning curve's scores on labelled images the run did not see
+                    ctx.report(kind="scoring", message="Scoring on labelled images it did not train on.")
+                    score_on_labelled_images(run, project)
+                return run
         finally:
             _remove_request(project.dir, request_id[0])  # stopped while waiting for the device, or failed
 

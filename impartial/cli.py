@@ -214,6 +214,11 @@ def run_train(args: argparse.Namespace) -> int:
     status = run.status
     print(f"{status['state']}: {status.get('message', '')}; {len(run.checkpoints)} checkpoint(s), "
           f"thresholds {run.thresholds} -> {run.dir}")
+    if project is not None and run.checkpoints:
+        from .learning import score_on_labelled_images
+
+        for name, scores in score_on_labelled_images(run, project).items():
+            print(f"on labelled image {name} (not trained on): F1@0.5 {scores['f1']:.3f}, AP@0.5 {scores['ap']:.3f}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import streamlit as st
@@ -28,10 +29,11 @@ class FakeTrainer:
     def __init__(self, config, dataset, folder, **kwargs):
         self.config, self.folder = config, Path(folder)
 
-    def run(self):
+    def run(self) -> SimpleNamespace:
         FakeTrainer.runs.append((self.config, self.folder))
         FakeTrainer.started.set()
         FakeTrainer.hold.wait(WAIT_S)
+        return SimpleNamespace(dir=self.folder, checkpoints=[])  # a run without checkpoints: nothing to score
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ during a run, and scribbles that hold only one side."""
 
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -173,9 +174,10 @@ class BlockingTrainer:
     def __init__(self, config, dataset, folder, **kwargs):
         self.folder = Path(folder)
 
-    def run(self):
+    def run(self) -> SimpleNamespace:
         BlockingTrainer.started.set()
         BlockingTrainer.release.wait(WAIT_S)
+        return SimpleNamespace(dir=self.folder, checkpoints=[])  # a run without checkpoints: nothing to score
 
 
 @pytest.fixture
@@ -317,8 +319,9 @@ class ReportingTrainer(BlockingTrainer):
         timing = {"epoch": 1, "total_epochs": 10, "elapsed_s": 5.0, "remaining_s": 45.0}
         write_status(self.folder, "running", **timing)
         self.on_event(TrainingEvent(kind="epoch", **timing))
-        super().run()
+        run = super().run()
         write_status(self.folder, "done", **timing)
+        return run
 
 
 def test_while_the_project_trains_start_is_off_and_the_run_stays_in_view(data_root, manager, monkeypatch):

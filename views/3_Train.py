@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from dashboard.learning import learning_section
 from dashboard.state import damaged_images, require_project, show_input_errors
 from dashboard.trainform import settings_form
 from dashboard.training import (
@@ -98,3 +99,4 @@ def runs_table() -> None:
 
 st.subheader("Runs")
 st.fragment(run_every=refresh_seconds(project), key="runs-table")(runs_table)()
+learning_section(project)
