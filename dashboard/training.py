@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import streamlit as st
 
 from impartial.config import RunConfig
@@ -32,7 +31,7 @@ from impartial.jobs import FINAL_STATES, JobContext, JobInfo
 from impartial.learning import score_on_labelled_images
 from impartial.model import slot_device
 from impartial.project import Project, RunInfo, open_project
-from impartial.runs import CONFIG_FILE, Run, read_history, read_status
+from impartial.runs import CONFIG_FILE, Run, read_history, read_preview, read_status
 from impartial.scribbles import missing_sides
 from impartial.storage import write_json
 from impartial.train import Trainer, TrainingEvent
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 2.0
 LOSS_COLUMNS = ["scribble", "rec", "reg", "val", "total"]
 RESUMABLE = ("stopped", "interrupted", "failed")
-PREVIEW_FILE = "preview.npz"
 QUEUE_FOLDER = "queue"  # <project>/queue/<request id>.json: a queued training that has not started
 # Held from the last "is a training of this project going?" check to the job's submission, so two sessions
 # pressing Start at once cannot both pass the check (the job manager lives in this process).
@@ -482,19 +480,12 @@ def run_view(run_dir: Path, progress: dict[str, Any] | None = None) -> None:
 
 def show_preview(run_dir: Path) -> None:
     """The trainer's latest preview prediction (probability of each class) as images."""
-    path = run_dir / PREVIEW_FILE
-    if not path.exists():
+    preview = read_preview(run_dir)
+    if preview is None:  # none yet, or being replaced right now: the next refresh shows it
         st.caption("The preview appears after the first epoch.")
         return
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            probabilities = archive["class_segmentation"]
-            names = [str(name) for name in archive["class_names"]]
-            epoch = int(archive["epoch"])
-    except (OSError, ValueError, KeyError):
-        return  # being replaced right now; the next refresh shows it
-    for name, probability in zip(names, probabilities, strict=True):
-        st.image(colormap(probability), caption=f"Preview after epoch {epoch}: probability of {name}",
+    for name, probability in zip(preview.class_names, preview.probabilities, strict=True):
+        st.image(colormap(probability), caption=f"Preview after epoch {preview.epoch}: probability of {name}",
                  width="stretch")
 
 

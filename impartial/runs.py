@@ -10,6 +10,7 @@ RUN_DIR/config.json        the RunConfig that trained it
         scribbles/<image>.npz   the exact scribbles (and validation box) it trained on
         checkpoints/cycle_K.pt   best-validation weights of ensemble cycle K (loaded with weights_only=True)
         state.pt           everything needed to resume after a stop or crash
+        preview.npz        the latest preview prediction (epoch, image name, the Prediction's arrays)
 ```
 """
 
@@ -44,6 +45,7 @@ QUALITY_FILE = "quality.json"
 TRAINING_DATA_FILE = "training_data.json"
 SNAPSHOT_DIR = "scribbles"
 STATE_FILE = "state.pt"
+PREVIEW_FILE = "preview.npz"
 CHECKPOINT_DIR = "checkpoints"
 HISTORY_COLUMNS = ["epoch", "cycle", "elapsed_s", "scribble", "rec", "reg", "sep", "total", "val", "lr"]
 
@@ -133,6 +135,35 @@ def _read_json_record(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise InputError(f"the {what} is damaged; delete the file to leave it out", path)
     return record
+
+
+@dataclass
+class Preview:
+    """The trainer's latest preview: ``probabilities`` (classes, H, W) named by ``class_names``, ``entropy``
+    (tasks, H, W), after ``epoch``, of the image called ``image`` ("" when the caller gave no name)."""
+
+    epoch: int
+    image: str
+    class_names: list[str]
+    probabilities: np.ndarray
+    entropy: np.ndarray
+
+
+def write_preview(run_dir: str | Path, epoch: int, image: str, arrays: dict[str, Any]) -> None:
+    """Replace the run's preview with a prediction's arrays (:meth:`Prediction.arrays`)."""
+    write_npz(Path(run_dir) / PREVIEW_FILE, epoch=np.int64(epoch), image=np.str_(image),
+              **{key: np.asarray(value) for key, value in arrays.items()})
+
+
+def read_preview(run_dir: str | Path) -> Preview | None:
+    """The run's latest preview; None when there is none yet or it is being replaced right now."""
+    try:
+        with np.load(Path(run_dir) / PREVIEW_FILE, allow_pickle=False) as archive:
+            return Preview(int(archive["epoch"]), str(archive["image"]) if "image" in archive else "",
+                           [str(name) for name in archive["class_names"]], archive["class_segmentation"],
+                           archive["entropy"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
 
 
 def read_quality(run_dir: str | Path) -> dict[str, Any]:

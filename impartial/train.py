@@ -44,13 +44,14 @@ from .runs import (
     load_weights,
     read_status,
     save_training_data,
+    write_preview,
     write_quality,
     write_status,
 )
 from .sampling import PatchSampler, blind_spots
 from .scribbles import validation_box
 from .separation import core_targets
-from .storage import atomic_path, write_json, write_npz, write_text
+from .storage import atomic_path, write_json, write_text
 
 # Within a time-budgeted cycle the learning rate falls along a cosine from lr to this fraction of lr,
 # so the cycle's last epochs take small steps and its best checkpoint is a settled one.
@@ -242,6 +243,16 @@ def _set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+class LiveData(Protocol):
+    """Where a live run (training while the user scribbles) gets newer scribbles and what to preview."""
+
+    def updated_dataset(self) -> list[TrainingImage] | None:
+        """The training images when their scribbles changed since the last call, else None."""
+
+    def preview(self) -> tuple[str, np.ndarray] | None:
+        """(name, normalised image) to predict after each epoch, or None."""
+
+
 class Trainer:
     """Trains a run folder from scribbled images; see the module docstring.
 
@@ -255,14 +266,18 @@ class Trainer:
         stop_event: set it (from any thread) to stop after the current batch.
         device: where to train; defaults to ``config.train.device`` (the job manager passes each job's GPU).
         annotation_minutes: the time spent scribbling so far, when the caller knows it (the learning curve).
+        live: makes this a live run: newer scribbles enter the sampler at the next epoch, the preview follows
+            what ``live`` names, and a stop request ends the run as done (calibrated, ready to fine-tune).
     """
 
     def __init__(self, config: RunConfig, dataset: list[TrainingImage], run_dir: str | Path,
                  on_event: Callable[[TrainingEvent], None] | None = None, init_from: str | Path | None = None,
                  preview_image: np.ndarray | None = None, stop_event: threading.Event | None = None,
-                 device: torch.device | None = None, annotation_minutes: float | None = None) -> None:
+                 device: torch.device | None = None, annotation_minutes: float | None = None,
+                 live: LiveData | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.annotation_minutes = annotation_minutes
+        self.live = live
         resuming = (self.run_dir / STATE_FILE).exists()
         self.config = RunConfig.load(self.run_dir / CONFIG_FILE) if resuming else config.validate()
         self.dataset = [self._with_validation_box(item) for item in dataset]
@@ -300,9 +315,13 @@ class Trainer:
         self._emit("start", progress, message=f"training on {self.device} in {precision}")
         try:
             while not schedule.finished(progress):
+                if self.live is not None and self._take_new_scribbles(progress):
+                    train_sampler, validation = self._samplers(rng, generator)
                 cycle, lr = progress.cycle, cfg.lr * schedule.learning_rate_factor(progress)
                 _set_learning_rate(optimizer, lr)
                 losses = self._train_epoch(model, optimizer, train_sampler, generator)
+                if losses is None and self.live is not None:
+                    return self._finish("done", progress, "live mode ended")
                 if losses is None:  # stopped mid-epoch: the last saved epoch stays the resume point
                     return self._finish("stopped", progress, "stopped by request")
                 progress.epoch += 1
@@ -367,13 +386,26 @@ class Trainer:
         else:
             progress.since_best += 1
 
+    def _take_new_scribbles(self, progress: _Progress) -> bool:
+        """A live run's newer scribbles, when there are any: the validation strokes change with them, so the
+        validation losses before and after do not compare and the best checkpoint is chosen afresh."""
+        fresh = self.live.updated_dataset()
+        if not fresh:
+            return False
+        self.dataset = [self._with_validation_box(item) for item in fresh]
+        self._check_dataset()
+        progress.best, progress.since_best = math.inf, 0
+        return True
+
     def _maybe_preview(self, model: UNet, progress: _Progress) -> None:
         every = self.config.train.preview_every
-        if self.preview_image is None or not every or (progress.epoch != 1 and progress.epoch % every):
+        target = self.live.preview() if self.live is not None else (
+            None if self.preview_image is None else ("", self.preview_image))
+        if target is None or not every or (progress.epoch != 1 and progress.epoch % every):
             return
-        prediction = predict_with_models([model], self.config, self.preview_image, passes=1, mc_dropout=False)
-        write_npz(self.run_dir / "preview.npz", epoch=np.int64(progress.epoch), **{
-            key: np.asarray(value) for key, value in prediction.arrays().items()})
+        name, image = target
+        prediction = predict_with_models([model], self.config, image, passes=1, mc_dropout=False)
+        write_preview(self.run_dir, progress.epoch, name, prediction.arrays())
         self._emit("preview", progress, preview=prediction)
 
     def _finish(self, state: str, progress: _Progress, message: str) -> Run:
