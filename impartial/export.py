@@ -209,3 +209,81 @@ def _signed_area(polygon: np.ndarray) -> float:
     """Shoelace area of an (M, 2) (x, y) polygon, positive for find_contours' outer outlines."""
     x, y = polygon[:, 0], polygon[:, 1]
     return float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2
+
+
+# --- QuPath GeoJSON --------------------------------------------------------------------------------
+
+GEOJSON_OBJECT_TYPES = ("cell", "detection", "annotation")
+
+
+def cell_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
+    """The outline of one cell (a 2-D bool mask) as a valid shapely Polygon or MultiPolygon in (x, y) pixels.
+
+    The outline runs along pixel edges (:func:`pixel_edge_outline`: holes filled, the largest group of pieces),
+    shifted by ``offset`` = (row, column) of the mask's top-left pixel. A traced outline that touches itself at a
+    corner is not a valid simple polygon; ``make_valid`` splits it there into a MultiPolygon of the same area.
+    """
+    from shapely.geometry import MultiPolygon, Polygon
+    from shapely.validation import make_valid
+
+    outline = pixel_edge_outline(mask) + np.array([offset[1], offset[0]])
+    polygon = Polygon(outline.astype(float))
+    if polygon.is_valid:
+        return polygon
+    repaired = make_valid(polygon)
+    parts = [part for part in getattr(repaired, "geoms", [repaired]) if isinstance(part, Polygon) and part.area > 0]
+    if not parts:  # make_valid left only lines: cannot happen for a non-empty mask, kept as a safeguard
+        return polygon.buffer(0)
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def cell_features(labels: np.ndarray, table: pd.DataFrame | None = None, offset: tuple[int, int] = (0, 0),
+                  object_type: str = "cell", nuclei: np.ndarray | None = None) -> list[dict]:
+    """QuPath-compatible GeoJSON features, one per cell of (H, W) ``labels``, in id order.
+
+    Each feature holds the cell's polygon (valid, in image pixels (x, y), shifted by ``offset`` = (row, column)
+    of ``labels``' top-left pixel in the whole image), ``properties.objectType`` (``cell``, ``detection`` or
+    ``annotation``), ``properties.classification.name`` and ``properties.measurements``: the numeric columns of
+    the cell's row in ``table`` (a :func:`cell_table`, matched by ``id``; its ``class`` names the classification).
+    Without a table the class is "cell" and the measurements are the id and the area. With ``nuclei`` (labels
+    holding each nucleus under its cell's id) a ``cell`` also gets its ``nucleusGeometry``, as QuPath writes it.
+    """
+    from shapely.geometry import mapping
+
+    if object_type not in GEOJSON_OBJECT_TYPES:
+        raise ValueError(f"objectType must be one of {', '.join(GEOJSON_OBJECT_TYPES)}, got '{object_type}'")
+    rows = {} if table is None else {int(row["id"]): row for row in table.to_dict("records")}
+    features = []
+    for index, window in enumerate(ndimage.find_objects(labels)):
+        if window is None:
+            continue
+        cell_id = index + 1
+        corner = (offset[0] + window[0].start, offset[1] + window[1].start)
+        mask = labels[window] == cell_id
+        row = rows.get(cell_id, {"id": cell_id, "class": "cell", "area": int(np.count_nonzero(mask))})
+        measurements = {key: _json_number(value) for key, value in row.items()
+                        if key != "class" and isinstance(value, (int, float, np.integer, np.floating))}
+        properties = {"objectType": object_type, "name": str(cell_id),
+                      "classification": {"name": str(row.get("class", "cell"))}, "measurements": measurements}
+        if nuclei is not None and object_type == "cell":
+            nucleus = nuclei[window] == cell_id
+            if nucleus.any():
+                properties["nucleusGeometry"] = mapping(cell_polygon(nucleus, corner))
+        features.append({"type": "Feature", "id": str(cell_id),
+                         "geometry": mapping(cell_polygon(mask, corner)),
+                         "properties": properties})
+    return features
+
+
+def _json_number(value) -> int | float | None:
+    """A table value as a plain JSON number (NaN, which JSON lacks, becomes null)."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return float(value) if np.isfinite(value) else None
+
+
+def save_geojson(path: str | Path, features: list[dict]) -> None:
+    """Atomically write ``features`` as a GeoJSON FeatureCollection (QuPath: File > Import objects)."""
+    import json
+
+    write_text(path, json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":")))
