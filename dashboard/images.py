@@ -28,11 +28,11 @@ from impartial.metrics import evaluate
 from impartial.pipeline import Segmentation, export_segmentation, segment_prediction
 from impartial.predict import Prediction, predict_image
 from impartial.project import Project
-from impartial.runs import STATE_FILE, Run, checkpoint_paths
+from impartial.runs import PREVIEW_FILE, STATE_FILE, Run, checkpoint_paths
 
 from .render import composite, heatmap, outline
 
-RUN_ZIP_SKIPS = (STATE_FILE, "preview.npz")  # resume-only state and the live preview are not part of a result
+RUN_ZIP_SKIPS = (STATE_FILE, PREVIEW_FILE)  # resume-only state and the live preview are not part of a result
 
 
 def image_stamp(project: Project, name: str) -> int:
@@ -130,6 +130,7 @@ def segmentation(run: Run, project: Project, name: str, threshold: float | None 
 # (run folder, image) -> the instance settings of the export files kept under predictions/<run>/
 _written: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
 _written_lock = threading.Lock()
+_WRITE_LOCKS = [threading.Lock() for _ in range(16)]  # one of them held while an image's files are written
 MAX_WRITTEN = 256
 
 
@@ -145,21 +146,23 @@ def keep_exports(run: Run, project: Project, name: str, threshold: float | None 
     settings = _thresholds(run, threshold, core_threshold, seeds)
     key = (str(run.dir), str(project.dir), name)
     state = (run_stamp(run.dir), image_stamp(project, name), settings, project.pixel_size_um)
-    with _written_lock:
-        paths = _written.get(key)
-        if paths is not None and paths[0] == state:
+    # sessions showing the same image wait for the one writing its files instead of writing them too
+    with _WRITE_LOCKS[hash(key) % len(_WRITE_LOCKS)]:
+        with _written_lock:
+            written = _written.get(key)
+            if written is not None and written[0] == state:
+                _written.move_to_end(key)
+                return written[1]
+        found = segmentation(run, project, name, *settings)
+        with st.spinner("Writing the exports ..."):
+            paths = export_segmentation(project.prediction_dir(run.dir.name), name, project.load_image(name), found,
+                                        project.channels, pixel_size_um=project.pixel_size_um)
+        names = {kind: path.name for kind, path in paths.items()}
+        with _written_lock:
+            _written[key] = (state, names)
             _written.move_to_end(key)
-            return paths[1]
-    found = segmentation(run, project, name, *settings)
-    with st.spinner("Writing the exports ..."):
-        written = export_segmentation(project.prediction_dir(run.dir.name), name, project.load_image(name), found,
-                                      project.channels, pixel_size_um=project.pixel_size_um)
-    names = {kind: path.name for kind, path in written.items()}
-    with _written_lock:
-        _written[key] = (state, names)
-        _written.move_to_end(key)
-        while len(_written) > MAX_WRITTEN:
-            _written.popitem(last=False)
+            while len(_written) > MAX_WRITTEN:
+                _written.popitem(last=False)
     return names
 
 
