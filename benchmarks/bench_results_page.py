@@ -1,0 +1,225 @@
+"""Results page render time with several browser sessions while a training runs (issue 11, point 16).
+
+Prepares a fresh data root: the demo project ``bench`` with one finished run (trained here with the core API),
+and a second demo project ``trainer``. Starts ``streamlit run app.py`` over it, opens the Train page of
+``trainer`` in one headless Chromium tab and presses Start (a long training that keeps running, its live panel
+refreshing), then opens the Results page of ``bench`` in ``--sessions`` more tabs at once. Each session measures
+
+- first render: from opening the page's URL to the end of the script run that draws it,
+- reruns: from moving the cell-probability slider one step (arrow key) to the end of the rerun it starts,
+
+where "end of a run" is the server's "script finished" message on the page's websocket followed by the page
+showing no running script (``data-test-script-state`` of the app root; the running man stops), with the page's
+last heading drawn. Prints each session's
+times, then the median and maximum over sessions.
+
+    .venv/bin/python benchmarks/bench_results_page.py [--sessions 5] [--reruns 3] [--own-projects]
+        [--app-root DIR]   # serve another checkout (e.g. a `git worktree` of an older commit) with the same data
+
+``--own-projects`` gives every session its own copy of the project (nothing shared between sessions' caches);
+by default they all look at the one project. Timings depend on the machine and on whatever else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from impartial.config import apply_overrides  # noqa: E402
+from impartial.project import create_demo_project  # noqa: E402
+from impartial.train import Trainer  # noqa: E402
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+START_TIMEOUT_S = 120
+PAGE_TIMEOUT_MS = 300_000
+LAST_HEADING = "Predict new images"  # the Results page's last section: drawn at the end of a run
+RUN_IDLE = "document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'"
+
+
+def prepare(data_root: Path, sessions: int, own_projects: bool, size: int) -> list[str]:
+    """The demo project ``bench`` with one finished run, its copies, and ``trainer``; returns the viewed names."""
+    project = create_demo_project(data_root, name="bench", size=size)
+    config = apply_overrides(project.config_defaults(), {"train.epochs": 4, "train.patches_per_epoch": 64,
+                                                          "train.preview_every": 0, "train.prior": False})
+    started = time.perf_counter()
+    Trainer(config, project.training_set(config), project.new_run_dir()).run()
+    print(f"prepared a finished run in {time.perf_counter() - started:.1f} s")
+    create_demo_project(data_root, name="trainer", size=size)
+    if not own_projects:
+        return ["bench"] * sessions
+    names = [f"bench_{index + 1}" for index in range(sessions)]
+    for name in names:
+        shutil.copytree(project.dir, project.dir.with_name(name))
+    return names
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(app_root: Path, data_root: Path, log: Path, options: list[str]) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` of ``app_root`` over ``data_root``, with ``NAME=VALUE`` Streamlit ``options``;
+    returns the process and its URL."""
+    port = free_port()
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE")}
+    environment["PYTHONPATH"] = str(app_root)  # the served checkout's packages, not this one's
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+               "--server.port", str(port), "--browser.gatherUsageStats", "false",
+               *[part for option in options for part in (f"--{option.partition('=')[0]}", option.partition("=")[2])],
+               "--", "--data-root", str(data_root)]
+    with log.open("w") as output:
+        server = subprocess.Popen(command, cwd=app_root, stdout=output, stderr=subprocess.STDOUT, env=environment)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the dashboard exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.terminate()
+    raise RuntimeError(f"the dashboard did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+class Session:
+    """One browser tab and the times (``time.perf_counter``) at which the server said a script run ended."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self.finished: list[float] = []
+        page.on("websocket", lambda socket: socket.on("framereceived", self._received))
+
+    def _received(self, payload: bytes | str) -> None:
+        if isinstance(payload, bytes):
+            message = ForwardMsg.FromString(payload)
+            if message.WhichOneof("type") == "script_finished" and \
+                    message.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
+                self.finished.append(time.perf_counter())
+
+    async def run_end(self, since: float) -> float:
+        """When the first run that ended after ``since`` is drawn: the server's "finished" message has come
+        and the page shows no running script (its elements are drawn)."""
+        deadline = since + PAGE_TIMEOUT_MS / 1000
+        while not any(at > since for at in self.finished):
+            if time.perf_counter() > deadline:
+                raise TimeoutError("no script run ended")
+            await asyncio.sleep(0.01)
+        await self.page.wait_for_function(RUN_IDLE, polling=20)
+        return time.perf_counter()
+
+
+async def new_session(browser) -> Session:
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = await context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    return Session(page)
+
+
+async def start_training(browser, url: str) -> None:
+    """Press Start on the Train page of ``trainer`` for a long run and wait until it trains."""
+    page = (await new_session(browser)).page
+    await page.goto(f"{url}/Train?project=trainer")
+    field = page.get_by_label("Epochs", exact=True)
+    await field.fill("10000")
+    await field.press("Tab")
+    await page.get_by_role("button", name="Start training").click()
+    await page.get_by_text("Epoch 1 /").first.wait_for(timeout=PAGE_TIMEOUT_MS)  # the tab stays open, refreshing
+
+
+async def results_session(browser, url: str, project: str, reruns: int) -> dict[str, list[float]]:
+    """Open the Results page, then move the threshold slider ``reruns`` times; times in s."""
+    session = await new_session(browser)
+    page = session.page
+    opened = time.perf_counter()
+    await page.goto(f"{url}/Results?project={project}")
+    await page.get_by_role("heading", name=LAST_HEADING).wait_for()
+    times = {"first": [await session.run_end(opened) - opened], "rerun": []}
+    thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
+    for _ in range(reruns):
+        await thumb.focus()
+        since = time.perf_counter()
+        await thumb.press("ArrowRight")
+        times["rerun"].append(await session.run_end(since) - since)
+    await page.context.close()
+    return times
+
+
+async def measure(url: str, projects: list[str], reruns: int, training: bool) -> list[dict[str, list[float]]]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        if training:
+            await start_training(browser, url)
+        results = await asyncio.gather(*(results_session(browser, url, name, reruns) for name in projects))
+        await browser.close()
+    return results
+
+
+def summary(label: str, values: list[float]) -> str:
+    return f"{label}: median {statistics.median(values):.2f} s, max {max(values):.2f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=5)
+    parser.add_argument("--reruns", type=int, default=3, help="slider moves per session after the first render")
+    parser.add_argument("--size", type=int, default=256, help="side of the demo images")
+    parser.add_argument("--own-projects", action="store_true", help="a copy of the project per session")
+    parser.add_argument("--no-training", action="store_true", help="measure without a training running")
+    parser.add_argument("--app-root", type=Path, default=ROOT, help="the checkout whose app.py is served")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a Streamlit option for the server, e.g. runner.postScriptGC=false (repeatable)")
+    args = parser.parse_args()
+    if not CHROMIUM.exists():
+        sys.exit(f"no Chromium at {CHROMIUM}")
+    with tempfile.TemporaryDirectory(prefix="bench-results-") as folder:
+        work = Path(folder)
+        projects = prepare(work / "data", args.sessions, args.own_projects, args.size)
+        server, url = start_server(args.app_root.resolve(), work / "data", work / "server.log", args.option)
+        try:
+            results = asyncio.run(measure(url, projects, args.reruns, not args.no_training))
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        errors = [line for line in (work / "server.log").read_text().splitlines() if "Traceback" in line]
+    print(f"app {args.app_root}, {args.sessions} sessions on "
+          f"{'their own projects' if args.own_projects else 'one project'}, "
+          f"{'no training' if args.no_training else 'a training running'}, {os.cpu_count()} CPUs"
+          + (f", options {' '.join(args.option)}" if args.option else ""))
+    for index, times in enumerate(results, 1):
+        reruns = ", ".join(f"{value:.2f}" for value in times["rerun"])
+        print(f"session {index}: first render {times['first'][0]:.2f} s; reruns {reruns} s")
+    print(summary("first render", [times["first"][0] for times in results]))
+    print(summary("rerun after a slider move", [value for times in results for value in times["rerun"]]))
+    if errors:
+        print(f"the server logged {len(errors)} traceback(s)")
+
+
+if __name__ == "__main__":
+    main()
