@@ -121,24 +121,24 @@ class Overlay:
     """What can be drawn over the image and the scribbles, all (H, W) at image resolution (suggested regions are
     drawn by the canvas itself, see :func:`dashboard.canvas.scribble_canvas`)."""
 
-    entropy: np.ndarray | None = None  # in [0, 1]: shown in a colour map, half transparent
+    heat: np.ndarray | None = None  # in [0, 1] (entropy, a live probability): a colour map, half transparent
     outlines: list[tuple[np.ndarray, str]] = field(default_factory=list)  # (labels, colour): instance borders
 
     @property
     def empty(self) -> bool:
-        return self.entropy is None and not self.outlines
+        return self.heat is None and not self.outlines
 
 
-ENTROPY_OPACITY = 0.45
+HEAT_OPACITY = 0.45
 
 
 def overlay_layer(overlay: Overlay, tile: Region, size: tuple[int, int]) -> np.ndarray:
     """(h, w, 4) uint8 RGBA picture of an overlay over ``tile``, at ``size``."""
     layer = np.zeros((*size, 4), np.uint8)
-    if overlay.entropy is not None:
-        levels = np.round(np.clip(overlay.entropy[tile.slices()], 0.0, 1.0) * 255).astype(np.uint8)
+    if overlay.heat is not None:
+        levels = np.round(np.clip(overlay.heat[tile.slices()], 0.0, 1.0) * 255).astype(np.uint8)
         layer[..., :3] = colormap(shrink(levels, size).astype(np.float32) / 255.0)
-        layer[..., 3] = round(ENTROPY_OPACITY * 255)
+        layer[..., 3] = round(HEAT_OPACITY * 255)
     for labels, color in overlay.outlines:
         mask = find_boundaries(labels[tile.slices()], mode="inner")
         covered = shrink(mask.astype(np.uint8) * 255, size) > 0

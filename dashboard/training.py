@@ -29,6 +29,7 @@ from impartial.devicelock import device_turn
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
 from impartial.learning import score_on_labelled_images
+from impartial.live import ProjectLiveData, set_focus
 from impartial.model import slot_device
 from impartial.project import Project, RunInfo, open_project
 from impartial.runs import CONFIG_FILE, Run, read_history, read_preview, read_status
@@ -95,9 +96,13 @@ def _read_requests(project_dir: Path) -> list[QueuedRequest]:
     return sorted(requests, key=lambda request: request.created)
 
 
+LIVE_LABEL = "live"  # the label of live-mode jobs (see impartial.live)
+
+
 def submit_training(project: Project, config: RunConfig, preview_name: str | None,
-                    init_from: Path | None = None, run_dir: Path | None = None) -> str:
-    """Queue a training of ``project``; returns the job id.
+                    init_from: Path | None = None, run_dir: Path | None = None, live: bool = False) -> str:
+    """Queue a training of ``project``; returns the job id. With ``live`` it is a live run (see
+    :mod:`impartial.live`) previewing ``preview_name`` until the Scribble page names another image.
 
     Raises InputError, before anything is queued, while a training of the project is queued or running
     (see :func:`training_in_progress`), when the project has no scribbles, and when a task's strokes lack
@@ -111,7 +116,7 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
         several = len(config.tasks) > 1
         raise InputError("cannot train yet: " + " ".join(gap.message(several) for gap in one_sided))
     preview = project.normalized(preview_name) if preview_name else None
-    label = f"resume {run_dir.name}" if run_dir else ("fine-tune" if init_from else "train")
+    label = LIVE_LABEL if live else f"resume {run_dir.name}" if run_dir else ("fine-tune" if init_from else "train")
     owner = job_owner()  # read here: the work runs in a thread without this session's state
     manager = job_manager()
     recorded = threading.Event()  # the request file is written: the work may remove it
@@ -132,9 +137,12 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
                 _remove_request(project.dir, request_id[0])  # the run folder takes over
                 # the totals come with the trainer's start event (a time budget's are estimated once it runs)
                 ctx.report(run_dir=str(folder), kind="start", epoch=0)
+                if live and preview_name:
+                    set_focus(folder, preview_name)
                 trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
                                   init_from=init_from, preview_image=preview, stop_event=ctx.stop_event,
-                                  device=device, annotation_minutes=project.annotation_minutes())
+                                  device=device, annotation_minutes=project.annotation_minutes(),
+                                  live=ProjectLiveData(project, config, folder) if live else None)
                 run = trainer.run()
                 if run.checkpoints:  # the learning curve's scores on labelled images the run did not see
                     ctx.report(kind="scoring", message="Scoring on labelled images it did not train on.")
@@ -159,6 +167,12 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
     return job_id
 
 
+def live_job(project: Project) -> JobInfo | None:
+    """The project's live-mode job when one is queued or running."""
+    job = active_job(project)
+    return job if job is not None and job.label.startswith(f"{LIVE_LABEL} ·") else None
+
+
 def training_in_progress(project: Project) -> str | None:
     """Why a new training of ``project`` cannot start now, in one line; None when it can.
 
@@ -166,6 +180,9 @@ def training_in_progress(project: Project) -> str | None:
     one of its run folders says running (a command-line run, ``impartial train --project``).
     """
     job = active_job(project)
+    if job is not None and job.label.startswith(f"{LIVE_LABEL} ·"):
+        return (f"Live mode is training {project.name}: turn it off on the Scribble page (or press Stop) before "
+                "starting another training.")
     if job is not None:
         state = "waiting in the queue" if job.state == "queued" else "running"
         return f"A training of {project.name} is {state}: stop it or wait for it to end before starting another."

@@ -24,6 +24,7 @@ from .project import Project
 FOCUS_FILE = "focus.json"
 LIVE_MINUTES = 30.0  # a live run ends by itself after this long (the user usually turns it off before)
 LIVE_PATCHES_PER_EPOCH = 64  # short epochs: a new stroke is trained on within a second or two
+LIVE_PATCH = 64  # small patches: a quarter of the quick preset's work per patch
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def live_config(project: Project, minutes: float = LIVE_MINUTES) -> RunConfig:
     ensemble cycle over a time budget: fast feedback rather than the best final model (fine-tune it later)."""
     quick = preset_config("quick")
     defaults = project.config_defaults()
-    train = dataclasses.replace(quick.train, max_minutes=minutes, nsaves=1, preview_every=1,
+    train = dataclasses.replace(quick.train, max_minutes=minutes, nsaves=1, preview_every=1, patch=LIVE_PATCH,
                                 patches_per_epoch=LIVE_PATCHES_PER_EPOCH)
     return dataclasses.replace(quick, channels=defaults.channels, tasks=defaults.tasks, train=train,
                                instances=defaults.instances)

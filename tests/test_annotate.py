@@ -60,12 +60,12 @@ def test_thin_strokes_stay_visible_when_the_tile_is_smaller_than_the_image():
     assert layer[1, 0, :3].tolist() == [0xff, 0x30, 0x30]  # the cell colour
 
 
-def test_overlay_draws_label_borders_and_frames_opaque_and_entropy_half_transparent():
+def test_overlay_draws_label_borders_opaque_and_a_heat_map_half_transparent():
     labels = np.zeros((6, 6), np.int32)
     labels[1:5, 1:5] = 1
     layer = overlay_layer(Overlay(outlines=[(labels, "#ffff00")]), Region(0, 0, 6, 6), (6, 6))
     assert (layer[..., 3] == 255).sum() == 12 and layer[2, 2, 3] == 0  # the 4 x 4 square's border ring
-    layer = overlay_layer(Overlay(entropy=np.ones((6, 6), np.float32)), Region(0, 0, 6, 6), (3, 3))
+    layer = overlay_layer(Overlay(heat=np.ones((6, 6), np.float32)), Region(0, 0, 6, 6), (3, 3))
     assert layer.shape == (3, 3, 4) and (layer[..., 3] == 115).all()
 
 

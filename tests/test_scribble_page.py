@@ -14,7 +14,7 @@ def test_overlays_and_numbered_suggestions_of_the_last_run(trained_root):
     checkbox(app, "Scribble here next").check().run()
     checkbox(app, "Outlines of the labels").check().run()
     assert not app.exception, app.exception
-    assert any("left end 0 = the last run is sure" in text for text in texts(app, "caption"))
+    assert any("the last run's entropy (1 = it cannot tell the classes apart" in text for text in texts(app, "caption"))
     suggestions = [button for button in app.button if (button.key or "").startswith("tile-")]
     assert [button.label.split(":")[0] for button in suggestions] == ["1", "2", "3", "4", "5"]
     suggestions[1].click().run()

@@ -1,21 +1,26 @@
 """Scribble: paint a few cells and some background on the image; every stroke is saved at once."""
 
+import dataclasses
+
 import numpy as np
 import streamlit as st
 
 from dashboard import images
-from dashboard.annotate import ENTROPY_OPACITY, Overlay, brushes_for, uncertain_tiles
+from dashboard.annotate import HEAT_OPACITY, Overlay, brushes_for, uncertain_tiles
 from dashboard.canvas import brush_counts, scribble_canvas
 from dashboard.render import colormap
 from dashboard.state import PAGES, damaged_images, job_owner, require_project, show_input_errors
-from dashboard.training import runs_with_checkpoints
+from dashboard.training import live_job, runs_with_checkpoints, stop_job, submit_training, training_in_progress
+from impartial.config import CELL_CLASSES
 from impartial.errors import InputError
-from impartial.runs import Run
+from impartial.live import LIVE_MINUTES, focus, live_config, set_focus
+from impartial.runs import Run, read_preview
 
 SUGGESTION_TILE = 32
 SUGGESTIONS = 5
 REFRESH_S = 2  # others' strokes show up within this
 GOTO_KEY = "scribble_goto"
+LIVE_ERROR_KEY = "live_mode_error"
 
 project = require_project()
 st.title(f"Scribble · {project.name}")
@@ -32,6 +37,47 @@ def go_to(top: int, left: int) -> None:
     nonce = st.session_state.get(GOTO_KEY, {}).get("nonce", 0) + 1
     st.session_state[GOTO_KEY] = {"top": top - SUGGESTION_TILE, "left": left - SUGGESTION_TILE,
                                   "height": 3 * SUGGESTION_TILE, "width": 3 * SUGGESTION_TILE, "nonce": nonce}
+
+
+def start_live(image: str) -> None:
+    """Start live mode on this project, previewing ``image`` (button callback)."""
+    try:
+        submit_training(project, live_config(project), image, live=True)
+    except InputError as error:
+        st.session_state[LIVE_ERROR_KEY] = str(error)
+
+
+def live_controls() -> None:
+    """Start or stop live mode: training goes on while you scribble and the canvas shows its latest prediction."""
+    job = live_job(project)
+    if job is not None:
+        st.button("Stop live mode", icon=":material/stop:", on_click=stop_job, args=(job,), type="primary",
+                  help="Ends the run as a normal one (checkpoints, thresholds): fine-tune it on the Train page")
+        return
+    busy = training_in_progress(project)
+    st.button("Live mode", icon=":material/bolt:", on_click=start_live, args=(name,), disabled=busy is not None,
+              help=busy or f"Trains in the background while you scribble (up to {LIVE_MINUTES:.0f} min): every "
+                           "new stroke is used within seconds and the canvas shows the newest prediction")
+    if LIVE_ERROR_KEY in st.session_state:
+        st.error(st.session_state.pop(LIVE_ERROR_KEY), icon=":material/error:")
+
+
+def live_overlay(base: Overlay) -> tuple[Overlay, str | None]:
+    """``base`` with live mode's latest cell probability of this image as its heat map, and a line saying how
+    fresh it is; ``base`` unchanged without live mode."""
+    job = live_job(project)
+    run_dir = job.progress.get("run_dir") if job is not None else None
+    if run_dir is None:
+        return base, "Live mode is starting ..." if job is not None else None
+    if focus(run_dir) != name:
+        set_focus(run_dir, name)
+    preview = read_preview(run_dir)
+    if preview is None or preview.image != name or preview.probabilities.shape[1:] != shape:
+        return base, f"Live mode: training (epoch {job.progress.get('epoch', 0)}); its first look at {name} is coming."
+    cells = sum(probability for label, probability in zip(preview.class_names, preview.probabilities, strict=True)
+                if label in CELL_CLASSES)
+    return (dataclasses.replace(base, heat=np.clip(cells, 0.0, 1.0)),
+            f"Live mode: the overlay is the cell probability after epoch {preview.epoch}.")
 
 
 brushes = brushes_for(project.tasks)
@@ -51,12 +97,13 @@ with tools:
                           help="The most uncertain regions of the last run's prediction")
     if run is None:
         st.caption("Uncertainty, cells and suggestions appear after a first training run.")
+    live_controls()
 
 overlay, tiles = Overlay(), []
 try:
     if show_entropy or suggest:
         entropy = images.prediction(run, project, name).entropy()
-        overlay.entropy = entropy if show_entropy else None
+        overlay.heat = entropy if show_entropy else None
         if suggest:
             tiles = uncertain_tiles(entropy, SUGGESTION_TILE, SUGGESTIONS)
     if show_cells:
@@ -70,11 +117,13 @@ except InputError as error:  # damage the header check cannot see (e.g. corrupt 
 
 @st.fragment(run_every=REFRESH_S)
 def canvas_and_counts() -> None:
-    """The canvas, rerun on its own every few seconds so strokes from other tabs and users appear."""
+    """The canvas, rerun on its own every few seconds so strokes from other tabs and users (and live mode's newest
+    prediction) appear."""
+    shown, live_line = live_overlay(overlay)
     try:
         marks = [{"top": top, "left": left, "size": SUGGESTION_TILE, "label": str(rank)}
                  for rank, (top, left, _) in enumerate(tiles, start=1)]
-        problems = scribble_canvas(project, name, brushes, user, overlay, st.session_state.get(GOTO_KEY), marks)
+        problems = scribble_canvas(project, name, brushes, user, shown, st.session_state.get(GOTO_KEY), marks)
         counts = brush_counts(project, name, brushes)
     except InputError as error:
         show_input_errors([error])
@@ -83,15 +132,18 @@ def canvas_and_counts() -> None:
         st.warning(problem)
     st.write("Scribbled: " + " · ".join(f"**{label}** {count.strokes} stroke(s), {count.pixels} px"
                                         for label, count in counts.items()))
+    if live_line:
+        st.caption(live_line)
 
 
 with board:
     canvas_and_counts()
-    if overlay.entropy is not None:
+    if overlay.heat is not None or live_job(project) is not None:
         legend, words = st.columns([1, 3], vertical_alignment="center")
         legend.image(colormap(np.linspace(0.0, 1.0, 256)[None].repeat(12, axis=0)), width="stretch")
-        words.caption(f"Entropy overlay ({ENTROPY_OPACITY:.0%} opacity): left end 0 = the last run is sure, right end "
-                      "1 = it cannot tell the classes apart. Scribble where it is bright.")
+        words.caption(f"Colour overlay ({HEAT_OPACITY:.0%} opacity), from left 0 to right 1: with live mode the cell "
+                      "probability; otherwise the last run's entropy (1 = it cannot tell the classes apart: scribble "
+                      "where it is bright).")
 
 with tools:
     if tiles:
