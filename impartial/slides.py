@@ -48,7 +48,7 @@ DEFAULT_CHUNK = 1024
 DEFAULT_MARGIN = 128  # as impartial.instances.WINDOW_MARGIN: more than a cell's diameter
 PERCENTILES = (1.0, 99.8)  # as impartial.io.normalize_percentile
 SAMPLE_CHUNKS = 16  # chunks read to estimate a slide's percentiles
-SAMPLE_VALUES = 2 ** 24  # values per channel at most in that sample (every k-th pixel beyond)
+SAMPLE_VALUES = 2 ** 24  # values (all channels together: 64 MiB) at most in that sample (every k-th pixel beyond)
 MAX_LEVELS = 5  # pyramid levels written, 2x downsampling each
 MIN_LEVEL_CHUNK = 32  # a level's chunks are at least this wide
 MAX_LABEL_PROPERTIES = 100_000  # cells listed with their class in the label metadata (the CSV has all)
@@ -243,7 +243,8 @@ def estimate_percentiles(slide: Slide, chunk: int = DEFAULT_CHUNK, low: float = 
     """Per-channel ``low`` / ``high`` percentiles of a slide from a sample of its chunks.
 
     Up to ``max_chunks`` chunks, drawn with ``seed``, and every k-th pixel of them along both axes when they
-    hold more than ``max_values`` pixels. A slide of ``max_chunks`` chunks or fewer and no more pixels gives
+    hold more than ``max_values`` values (pixels times channels), so a slide of many channels needs no more
+    memory. A slide of ``max_chunks`` chunks or fewer and no more pixels gives
     exactly :func:`impartial.io.normalize_percentile`'s values.
 
     Returns:
@@ -256,7 +257,7 @@ def estimate_percentiles(slide: Slide, chunk: int = DEFAULT_CHUNK, low: float = 
         grid = [grid[index] for index in sorted(picked)]
     pixels = sum(min(chunk, slide.height - row * chunk) * min(chunk, slide.width - column * chunk)
                  for row, column in grid)
-    stride = max(1, math.ceil(math.sqrt(pixels / max_values)))
+    stride = max(1, math.ceil(math.sqrt(pixels * slide.channels / max_values)))
     samples = []
     for row, column in grid:
         block = slide.read(row * chunk, min((row + 1) * chunk, slide.height),
@@ -401,6 +402,10 @@ def prepare_outputs(job: SlideJob) -> bool:
     import zarr
 
     settings_path = job.work / "settings.json"
+    if settings_path.exists() and not job.zarr_path.exists():  # the output was deleted: its records go too
+        for record in job.work.glob("*_*_*.*"):
+            record.unlink()
+        settings_path.unlink()
     if settings_path.exists():
         if json.loads(settings_path.read_text()) != json.loads(json.dumps(job.settings())):
             raise InputError("holds the output of another run or other settings; delete it or choose another "

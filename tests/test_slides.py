@@ -297,3 +297,32 @@ def test_receptive_halo_covers_the_network():
     # two 3x3 convolutions per level, at scales 1, 2, ... 2**depth: 20, 44 and 92 px for depths 2, 3 and 4,
     # rounded up to the network's size multiple
     assert [receptive_halo(depth) for depth in (2, 3, 4)] == [20, 48, 96]
+
+
+def test_outputs_of_other_settings_are_refused_and_deleted_outputs_start_afresh(run_dir, slide, tmp_path):
+    from impartial.slides import make_job, prepare_outputs
+
+    run = Run.load(run_dir)
+    job = make_job(open_slide(slide[0], n_channels=2), run, tmp_path, chunk=CHUNK, margin=MARGIN)
+    assert prepare_outputs(job) is False and prepare_outputs(job) is True  # the second call resumes
+    (job.work / "pieces_0_0.npz").write_bytes(b"a record")
+    other = make_job(open_slide(slide[0], n_channels=2), run, tmp_path, chunk=CHUNK, margin=MARGIN // 2)
+    with pytest.raises(InputError, match="tissue.ome.zarr: holds the output of another run or other settings"):
+        prepare_outputs(other)
+    shutil.rmtree(job.zarr_path)
+    assert prepare_outputs(other) is False and not (job.work / "pieces_0_0.npz").exists()
+    with pytest.raises(InputError, match="chunk side must be a multiple of 4"):
+        make_job(open_slide(slide[0]), run, tmp_path, chunk=102)
+    with pytest.raises(InputError, match="margin"):
+        make_job(open_slide(slide[0]), run, tmp_path, chunk=64, margin=96)
+
+
+def test_command_line_starts_a_local_cluster(run_dir, slide, tmp_path, capsys):
+    small = tmp_path / "small.ome.tif"
+    tifffile.imwrite(small, slide[1][:, :200, :260], metadata={"axes": "CYX"})
+    command = ["predict", "--run", str(run_dir), "--out", str(tmp_path / "out"), "--workers", "1",
+               "--chunk", "128", "--margin", "48", str(small)]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert "small: " in printed and "small.ome.zarr" in printed and "small.geojson" in printed
+    assert _labels(tmp_path / "out", "small").max() > 10
