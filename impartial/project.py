@@ -7,6 +7,7 @@
                             labels/<image>.tif       (H, W) int32 instances (optional)
                             scribbles/<image>.npz    scribble (H, W, S) uint8, optional val_mask (H, W) bool
                             history/<image>/         edits of the scribbles, for undo (see strokes.py)
+                            suggestions/<image>.json suggested regions marked done or skipped
                             runs/<run_id>/           run folders written by the Trainer
                             predictions/<run_id>/    exported segmentations
 ```
@@ -285,6 +286,14 @@ def _tiff_extent(path: Path, what: str) -> tuple[int, ...]:
     return shape
 
 
+def _modified(path: Path) -> int | None:
+    """Modification time (ns) of ``path``; None when it is missing."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def _stat_key(path: Path) -> tuple[str, int, int] | None:
     """(path, modification time, size): what a cached check of the file depends on; None when it is missing."""
     try:
@@ -517,6 +526,7 @@ class Project:
 
     def _remove_annotations(self, name: str) -> None:
         self._path("scribbles", name, ".npz").unlink(missing_ok=True)
+        self._path("suggestions", name, ".json").unlink(missing_ok=True)
         self.history(name).clear()
 
     def load_image(self, name: str) -> np.ndarray:
@@ -685,6 +695,23 @@ class Project:
                 self._write_scribbles(name, scribbles, stored.get("val_mask"))
             return changed
 
+    def suggestion_states(self, name: str) -> dict[str, str]:
+        """Suggested regions of an image the user marked: :attr:`impartial.suggest.Suggestion.key` -> "done" or
+        "skipped"; empty when none (or the record is unreadable: suggestions are only advice)."""
+        self._require(name)
+        try:
+            states = json.loads(self._path("suggestions", name, ".json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(key): str(value) for key, value in states.items()} if isinstance(states, dict) else {}
+
+    def mark_suggestion(self, name: str, key: str, state: str) -> None:
+        """Mark a suggested region of an image "done" or "skipped": it is not suggested again."""
+        if state not in ("done", "skipped"):
+            raise InputError(f"a suggestion is marked done or skipped, not {state!r}", name)
+        with self._scribble_lock(name):
+            storage.write_json(self._path("suggestions", name, ".json"), {**self.suggestion_states(name), key: state})
+
     def annotation_minutes(self) -> float:
         """Time spent scribbling this project's images so far (see :meth:`strokes.History.annotation_seconds`);
         images with a damaged history count nothing."""
@@ -702,6 +729,14 @@ class Project:
             stat = path.stat()
             return stat.st_mtime_ns, stat.st_size, stat.st_ino
         return 0, 0, 0
+
+    def image_stamp(self, name: str) -> int:
+        """Modification time (ns) of the image's file: changes when the image is replaced."""
+        return self._path("images", name, ".tif").stat().st_mtime_ns
+
+    def annotation_stamp(self, name: str) -> tuple[int | None, int | None]:
+        """Modification times (ns) of the image's labels and scribbles (None where there are none)."""
+        return _modified(self._path("labels", name, ".tif")), _modified(self._path("scribbles", name, ".npz"))
 
     def _load_scribble_file(self, name: str) -> dict[str, np.ndarray]:
         """The arrays of the image's scribble file, decoded once per version of the file in this process (the

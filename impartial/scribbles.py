@@ -108,6 +108,31 @@ def sparse_scribbles(cells: np.ndarray, n_cells: int = 10, n_background: int = 5
     return scribbles, validation_box(scribbles, val_fraction)
 
 
+def strokes_at(cells: np.ndarray, points: Iterable[tuple[int, int]], length: int = 8) -> np.ndarray:
+    """The strokes an annotator draws when asked to scribble at ``points``: one per point.
+
+    A point inside a cell gets up to ``length`` px of that cell's skeleton nearest the point (after the 1 px
+    separation of touching cells); a point on background gets up to ``2 * length`` px of the skeleton of the
+    background band around the cells nearest the point (or of the whole background when there are no cells).
+
+    Args:
+        cells: (H, W) integer whole-cell instances, complete around the points.
+        points: (row, col) image pixels.
+
+    Returns:
+        (H, W, 2) uint8 [cell, background] strokes.
+    """
+    labels = _checked_labels([[cells]])[0][0]
+    skeleton = skeletonize((labels > 0) & ~shared_borders(labels))
+    band = skeletonize(_background_stroke(labels > 0)) if labels.any() else skeletonize(labels == 0)
+    scribbles = np.zeros((*labels.shape, 2), np.uint8)
+    for row, col in points:
+        cell = labels[row, col]
+        curve, channel, piece = (skeleton & (labels == cell), 0, length) if cell else (band, 1, 2 * length)
+        scribbles[..., channel] |= _piece_near(curve, np.array([row, col], float), piece)
+    return scribbles
+
+
 def _centre(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(mask).mean(axis=0)
 
