@@ -61,7 +61,7 @@ def _levels(project_dir: str, name: str, stamp: int, contrast: tuple[tuple[float
 def channel_levels(project: Project, name: str) -> np.ndarray:
     """(C, H, W) uint8 grey levels of a project image in its display contrast (cached per image file)."""
     contrast = tuple(tuple(pair) for pair in project.contrast)
-    return _levels(str(project.dir), name, images.image_stamp(project, name), contrast)
+    return _levels(str(project.dir), name, project.image_stamp(name), contrast)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -74,7 +74,7 @@ def _channel_pictures(project_dir: str, name: str, stamp: int, contrast: tuple[t
 def channel_pictures(project: Project, name: str, tile: Region, size: tuple[int, int]) -> list[str]:
     """One grey PNG (data URL) per channel of ``tile`` at ``size``."""
     contrast = tuple(tuple(pair) for pair in project.contrast)
-    return _channel_pictures(str(project.dir), name, images.image_stamp(project, name), contrast, tile, size)
+    return _channel_pictures(str(project.dir), name, project.image_stamp(name), contrast, tile, size)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -28,34 +28,14 @@ from impartial.metrics import evaluate
 from impartial.pipeline import Segmentation, export_segmentation, segment_prediction
 from impartial.predict import Prediction, predict_image
 from impartial.project import Project
-from impartial.runs import PREVIEW_FILE, STATE_FILE, Run, checkpoint_paths
+from impartial.runs import Run, checkpoint_paths, result_files
 
 from .render import composite, heatmap, outline
-
-RUN_ZIP_SKIPS = (STATE_FILE, PREVIEW_FILE)  # resume-only state and the live preview are not part of a result
-
-
-def image_stamp(project: Project, name: str) -> int:
-    """Modification time (ns) of a project image: changes when the image is replaced."""
-    return (project.dir / "images" / f"{name}.tif").stat().st_mtime_ns
 
 
 def run_stamp(run_dir: Path) -> tuple[int, ...]:
     """Modification times of a run's checkpoints: change when training adds or improves one."""
     return tuple(path.stat().st_mtime_ns for path in checkpoint_paths(run_dir))
-
-
-def _file_stamp(path: Path) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
-
-
-def annotation_stamp(project: Project, name: str) -> tuple[int | None, int | None]:
-    """Modification times of an image's labels and scribbles (None where there are none)."""
-    return (_file_stamp(project.dir / "labels" / f"{name}.tif"),
-            _file_stamp(project.dir / "scribbles" / f"{name}.npz"))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -65,7 +45,7 @@ def _normalized(project_dir: str, name: str, stamp: int) -> np.ndarray:
 
 def normalized(project: Project, name: str) -> np.ndarray:
     """(C, H, W) float32 normalised image."""
-    return _normalized(str(project.dir), name, image_stamp(project, name))
+    return _normalized(str(project.dir), name, project.image_stamp(name))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -77,7 +57,7 @@ def _composite(project_dir: str, name: str, stamp: int, colors: tuple[str, ...],
 def project_composite(project: Project, name: str) -> np.ndarray:
     """(H, W, 3) uint8 composite in the project's channel colours and contrast."""
     contrast = tuple(tuple(pair) for pair in project.contrast)
-    return _composite(str(project.dir), name, image_stamp(project, name), tuple(project.colors), contrast)
+    return _composite(str(project.dir), name, project.image_stamp(name), tuple(project.colors), contrast)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Predicting with MC dropout ...")
@@ -87,7 +67,7 @@ def _prediction(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: 
 
 def prediction(run: Run, project: Project, name: str) -> Prediction:
     """The run's MC-dropout prediction of a project image (mean, variance, entropy per class)."""
-    return _prediction(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name))
+    return _prediction(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name))
 
 
 @st.cache_resource(max_entries=32, show_spinner="Finding cells ...")
@@ -123,7 +103,7 @@ def segmentation(run: Run, project: Project, name: str, threshold: float | None 
     ``threshold`` (cell probability), ``seeds`` ("core" or "nuclei") and ``core_threshold`` (the cell cores that
     seed the watershed; runs with the cell-core output): None = the run's validated one.
     """
-    return _segmentation(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
+    return _segmentation(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name),
                          *_thresholds(run, threshold, core_threshold, seeds))
 
 
@@ -145,7 +125,7 @@ def keep_exports(run: Run, project: Project, name: str, threshold: float | None 
     """
     settings = _thresholds(run, threshold, core_threshold, seeds)
     key = (str(run.dir), str(project.dir), name)
-    state = (run_stamp(run.dir), image_stamp(project, name), settings, project.pixel_size_um)
+    state = (run_stamp(run.dir), project.image_stamp(name), settings, project.pixel_size_um)
     # sessions showing the same image wait for the one writing its files instead of writing them too
     with _WRITE_LOCKS[hash(key) % len(_WRITE_LOCKS)]:
         with _written_lock:
@@ -202,7 +182,7 @@ def figure(run: Run, project: Project, name: str, which: str, title: str) -> go.
     ``which``: ``entropy``, ``probability:<class>``, ``variance:<class>``, ``core`` or ``core_variance``.
     The figure is shared by all sessions: never change it.
     """
-    return _figure(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name), which, title)
+    return _figure(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name), which, title)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -222,7 +202,7 @@ def outlined(run: Run, project: Project, name: str, threshold: float | None = No
     """PNG of the project composite with the outline of every cell found with these thresholds (see
     :func:`segmentation`) drawn in ``color`` at ``opacity``."""
     contrast = tuple(tuple(pair) for pair in project.contrast)
-    return _outlined(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
+    return _outlined(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name),
                      tuple(project.colors), contrast, *_thresholds(run, threshold, core_threshold, seeds), color,
                      round(float(opacity), 3))
 
@@ -242,8 +222,8 @@ def scores(run: Run, project: Project, name: str, threshold: float | None = None
            core_threshold: float | None = None, seeds: str | None = None) -> dict[str, float] | None:
     """The cells found with these thresholds scored against the image's labels (``metrics.evaluate``), or
     None when the image has no labels."""
-    return _scores(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
-                   annotation_stamp(project, name), *_thresholds(run, threshold, core_threshold, seeds))
+    return _scores(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name),
+                   project.annotation_stamp(name), *_thresholds(run, threshold, core_threshold, seeds))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -262,15 +242,14 @@ def findings(run: Run, project: Project, name: str, threshold: float | None = No
     background, with the strokes to draw next (:func:`impartial.diagnostics.prediction_findings`, the image's
     scribbles and validation box; ``threshold`` None = the run's validated cell threshold)."""
     threshold = _thresholds(run, threshold, None, None)[0]
-    return _findings(str(run.dir), run_stamp(run.dir), str(project.dir), name, image_stamp(project, name),
-                     annotation_stamp(project, name), threshold)
+    return _findings(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name),
+                     project.annotation_stamp(name), threshold)
 
 
 def run_zip(run_dir: Path) -> bytes:
     """The run folder (config, thresholds, history, status, checkpoints) as zip bytes."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(run_dir.rglob("*")):
-            if path.is_file() and path.name not in RUN_ZIP_SKIPS and not path.name.startswith("."):
-                archive.write(path, Path(run_dir.name) / path.relative_to(run_dir))
+        for path in result_files(run_dir):
+            archive.write(path, Path(run_dir.name) / path.relative_to(run_dir))
     return buffer.getvalue()

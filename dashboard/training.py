@@ -32,7 +32,7 @@ from impartial.learning import score_on_labelled_images
 from impartial.live import ProjectLiveData, set_focus
 from impartial.model import slot_device
 from impartial.project import Project, RunInfo, open_project
-from impartial.runs import CONFIG_FILE, Run, read_history, read_preview, read_status
+from impartial.runs import CONFIG_FILE, Run, has_checkpoint, read_history, read_preview, read_status
 from impartial.scribbles import missing_sides
 from impartial.storage import write_json
 from impartial.train import Trainer, TrainingEvent
@@ -516,4 +516,4 @@ def run_label(info: RunInfo) -> str:
 
 def runs_with_checkpoints(project: Project) -> list[RunInfo]:
     """Runs that can predict: at least one checkpoint saved."""
-    return [info for info in project.runs() if any((info.dir / "checkpoints").glob("cycle_*.pt"))]
+    return [info for info in project.runs() if has_checkpoint(info.dir)]

@@ -47,6 +47,7 @@ SNAPSHOT_DIR = "scribbles"
 STATE_FILE = "state.pt"
 PREVIEW_FILE = "preview.npz"
 CHECKPOINT_DIR = "checkpoints"
+_CHECKPOINT_PATTERN = "cycle_*.pt"
 HISTORY_COLUMNS = ["epoch", "cycle", "elapsed_s", "scribble", "rec", "reg", "sep", "total", "val", "lr"]
 
 # A "running" run whose heartbeat is older than this is treated as dead even if its pid was reused.
@@ -55,10 +56,32 @@ STALE_AFTER_S = 15 * 60
 PROCESS_ID = uuid.uuid4().hex
 
 
+def checkpoint_path(run_dir: str | Path, cycle: int) -> Path:
+    """Where ensemble cycle ``cycle`` keeps its best-validation weights."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"cycle_{cycle}.pt"
+
+
 def checkpoint_paths(run_dir: str | Path) -> list[Path]:
     """Ensemble checkpoints of a run, in cycle order."""
     folder = Path(run_dir) / CHECKPOINT_DIR
-    return sorted(folder.glob("cycle_*.pt"), key=lambda path: int(path.stem.split("_")[1]))
+    return sorted(folder.glob(_CHECKPOINT_PATTERN), key=lambda path: int(path.stem.split("_")[1]))
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run has saved at least one checkpoint (it can predict)."""
+    return any((Path(run_dir) / CHECKPOINT_DIR).glob(_CHECKPOINT_PATTERN))
+
+
+def can_resume(run_dir: str | Path) -> bool:
+    """Whether the run kept the training state a resume starts from."""
+    return (Path(run_dir) / STATE_FILE).exists()
+
+
+def result_files(run_dir: str | Path) -> list[Path]:
+    """The files that make up the run's result, sorted: all but the resume-only state, the live preview and
+    hidden (temporary) files."""
+    return [path for path in sorted(Path(run_dir).rglob("*"))
+            if path.is_file() and path.name not in (STATE_FILE, PREVIEW_FILE) and not path.name.startswith(".")]
 
 
 def write_status(run_dir: str | Path, state: str, **fields: Any) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from .model import UNet, autocast, build_model, compute_dtype, pick_device
 from .predict import Prediction, predict_with_models
 from .prior import prior_weights
 from .runs import (
-    CHECKPOINT_DIR,
     CONFIG_FILE,
     HISTORY_COLUMNS,
     HISTORY_FILE,
@@ -41,6 +40,7 @@ from .runs import (
     THRESHOLDS_FILE,
     Run,
     checkpoint_paths,
+    checkpoint_path,
     load_weights,
     read_status,
     save_training_data,
@@ -381,7 +381,7 @@ class Trainer:
     def _keep_best(self, model: UNet, cycle: int, val_loss: float, progress: _Progress) -> None:
         if val_loss < progress.best:
             progress.best, progress.since_best = val_loss, 0
-            with atomic_path(self.run_dir / CHECKPOINT_DIR / f"cycle_{cycle}.pt") as tmp:
+            with atomic_path(checkpoint_path(self.run_dir, cycle)) as tmp:
                 torch.save(model.state_dict(), tmp)
         else:
             progress.since_best += 1

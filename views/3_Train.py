@@ -21,7 +21,7 @@ from dashboard.training import (
 )
 from impartial.config import RunConfig, preset_config
 from impartial.errors import InputError
-from impartial.runs import STATE_FILE, Run
+from impartial.runs import Run, can_resume
 from impartial.scribbles import missing_sides
 
 project = require_project()
@@ -57,7 +57,7 @@ def start(config: RunConfig, preview_name: str | None, init_from: Path | None = 
 def resume_control() -> None:
     """Resume a stopped, interrupted or failed run that kept its training state (none while one trains)."""
     resumable = [info for info in project.runs()
-                 if info.status.get("state") in RESUMABLE and (info.dir / STATE_FILE).exists()]
+                 if info.status.get("state") in RESUMABLE and can_resume(info.dir)]
     if not resumable or busy is not None:
         return
     by_id = {info.id: info for info in resumable}
