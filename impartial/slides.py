@@ -31,8 +31,9 @@ import dataclasses
 import json
 import math
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +319,15 @@ class SlideJob:
     nuclei: bool
     seed: int = 0
     threads: int = 0
-    grid: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def grid(self) -> list[tuple[int, int]]:
+        """(row, column) of every chunk, raster order (computed, so a job pickles small whatever the slide)."""
+        return chunk_grid(self.slide.height, self.slide.width, self.chunk)
+
+    def index(self, row: int, column: int) -> int:
+        """A chunk's place in :attr:`grid`."""
+        return row * -(-self.slide.width // self.chunk) + column
 
     @property
     def zarr_path(self) -> Path:
@@ -388,8 +397,7 @@ def make_job(slide: Slide, run, out_dir: str | Path, chunk: int = DEFAULT_CHUNK,
                    normalisation={}, mcdrop=config.predict.mcdrop if mcdrop is None else mcdrop,
                    instances=instances, channel_names=list(config.channels), class_names=class_names,
                    task_names=[task.name for task in config.tasks],
-                   nuclei=any(name in NUCLEUS_CLASSES for name in class_names), seed=seed, threads=threads,
-                   grid=chunk_grid(slide.height, slide.width, chunk))
+                   nuclei=any(name in NUCLEUS_CLASSES for name in class_names), seed=seed, threads=threads)
     job.normalisation = estimate_percentiles(slide, chunk)
     return job
 
@@ -535,7 +543,7 @@ def label_chunk(job: SlideJob, row: int, column: int, offsets: Sequence[int]) ->
     for other in job.neighbours(row, column):
         with np.load(job.work / f"pieces_{other[0]}_{other[1]}.npz", allow_pickle=False) as archive:
             pieces = {key: archive[key] for key in archive.files}
-        offset = offsets[job.grid.index(other)]
+        offset = offsets[job.index(*other)]
         origin_y, origin_x = (int(value) for value in pieces["origin"])
         piece = pieces["cells"]
         y0, y1 = max(top, origin_y), min(bottom, origin_y + piece.shape[0])
@@ -563,7 +571,7 @@ def measure_chunk(job: SlideJob, row: int, column: int, offsets: Sequence[int]) 
     import zarr
 
     top, bottom, left, right = job.around(row, column, job.margin)
-    first, last = offsets[job.grid.index((row, column))], offsets[job.grid.index((row, column)) + 1]
+    first, last = offsets[job.index(row, column)], offsets[job.index(row, column) + 1]
     root = zarr.open_group(str(job.zarr_path), mode="r")
     cells = np.asarray(root["labels/cells/0"][top:bottom, left:right])
     cells = np.where((cells > first) & (cells <= last), cells, 0)
@@ -679,6 +687,7 @@ def predict_slides(client, run_dir: str | Path, slides: Iterable[str | Path], ou
     run = Run.load(run_dir)
     results: dict[str, SlideResult] = {}
     finals, chunk_futures = {}, []
+    call = uuid.uuid4().hex[:8]  # task keys of this call: a cluster may still hold an earlier call's results
     for path in slides:
         result = results.setdefault(str(path), SlideResult(str(path)))
         try:
@@ -692,7 +701,7 @@ def predict_slides(client, run_dir: str | Path, slides: Iterable[str | Path], ou
             if on_result:
                 on_result(result)
             continue
-        key = job.slide.name
+        key = f"{job.slide.name}-{call}"
         counts = [client.submit(predict_chunk, job, *where, key=f"predict-{key}-{where[0]}-{where[1]}")
                   for where in job.grid]
         offsets = client.submit(cell_offsets, counts, key=f"offsets-{key}")
