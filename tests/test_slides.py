@@ -27,8 +27,8 @@ from impartial.train import Trainer
 HEIGHT, WIDTH, CHUNK, MARGIN = 600, 640, 160, 64
 
 
-def _train(folder, **overrides):
-    config = tiny_config(**{"train.epochs": 12, "train.lr": 0.01, **overrides})
+def _train(folder, tasks="whole_cell", **overrides):
+    config = tiny_config(tasks, **{"train.epochs": 12, "train.lr": 0.01, **overrides})
     config.train.prior = False  # no shipped weights: the test is self-contained
     return Trainer(config, scribbled_images(config), folder).run().dir
 
@@ -326,3 +326,20 @@ def test_command_line_starts_a_local_cluster(run_dir, slide, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "small: " in printed and "small.ome.zarr" in printed and "small.geojson" in printed
     assert _labels(tmp_path / "out", "small").max() > 10
+
+
+def test_a_run_with_a_nucleus_task_writes_nuclei_labels(slide, client, tmp_path_factory):
+    run = _train(tmp_path_factory.mktemp("tissuenet_run"), tasks="tissuenet")
+    small = tmp_path_factory.mktemp("nuclei") / "small.ome.tif"
+    tifffile.imwrite(small, slide[1][:, :200, :260], metadata={"axes": "CYX"})
+    out = small.parent / "out"
+    results = predict_slides(client, run, [small], out, chunk=128, margin=48, threads=1, progress=False)
+    assert results[0].error is None, results[0].error
+    root = zarr.open_group(str(out / "small.ome.zarr"), mode="r")
+    assert root["labels"].attrs["labels"] == ["cells", "nuclei"]
+    assert [channel["label"] for channel in root.attrs["omero"]["channels"]] == [
+        "cell probability", "nucleus probability", "cell variance", "nucleus variance", "entropy"]
+    cells, nuclei = root["labels/cells/0"][:], root["labels/nuclei/0"][:]
+    assert nuclei.max() > 0 and np.all(cells[nuclei > 0] == nuclei[nuclei > 0])  # a nucleus has its cell's id
+    features = json.loads((out / "small.geojson").read_text())["features"]
+    assert any("nucleusGeometry" in feature["properties"] for feature in features)
