@@ -153,19 +153,6 @@ def png_url(picture: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def uncertain_tiles(entropy: np.ndarray, tile: int, count: int) -> list[tuple[int, int, float]]:
-    """The ``count`` square tiles of side ``tile`` with the highest mean entropy: where to scribble next.
-
-    Partial tiles at the right and bottom edges are left out. Returns (top, left, mean entropy), highest first.
-    """
-    rows, cols = entropy.shape[0] // tile, entropy.shape[1] // tile
-    if rows == 0 or cols == 0:
-        return []
-    means = entropy[:rows * tile, :cols * tile].reshape(rows, tile, cols, tile).mean(axis=(1, 3))
-    order = np.argsort(means, axis=None)[::-1][:count]
-    return [(int(index // cols) * tile, int(index % cols) * tile, float(means.flat[index])) for index in order]
-
-
 @dataclass(frozen=True)
 class BrushCount:
     """What one brush has scribbled: separate strokes (connected pieces) and pixels."""

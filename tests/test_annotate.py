@@ -4,7 +4,6 @@ import base64
 import io
 
 import numpy as np
-import pytest
 from PIL import Image
 from scipy import ndimage
 
@@ -19,7 +18,6 @@ from dashboard.annotate import (
     scribble_counts,
     scribble_layer,
     tile_for_view,
-    uncertain_tiles,
 )
 from dashboard.canvas import apply_edits
 from impartial.config import tissuenet_tasks, whole_cell_tasks
@@ -82,13 +80,6 @@ def test_counts_give_separate_strokes_and_pixels_per_brush():
     scribbles[5, 5, 1] = 1
     counts = scribble_counts(scribbles, brushes_for(whole_cell_tasks()))
     assert counts == {"cell": BrushCount(2, 5), "background": BrushCount(1, 1)}
-
-
-def test_uncertain_tiles_rank_tile_means():
-    entropy = np.zeros((4, 6), np.float32)
-    entropy[0:2, 4:6] = 0.9  # tile (0, 4): mean 0.9
-    entropy[2:4, 0:2] = [[0.4, 0.4], [0.4, 0.0]]  # tile (2, 0): mean 0.3
-    assert uncertain_tiles(entropy, tile=2, count=2) == [(0, 4, pytest.approx(0.9)), (2, 0, pytest.approx(0.3))]
 
 
 def test_edits_from_the_browser_are_checked_applied_once_and_acknowledged(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard import images
-from dashboard.annotate import HEAT_OPACITY, Overlay, brushes_for, uncertain_tiles
+from dashboard.annotate import HEAT_OPACITY, Overlay, brushes_for
 from dashboard.canvas import brush_counts, scribble_canvas
 from dashboard.render import colormap
 from dashboard.state import PAGES, damaged_images, job_owner, require_project, show_input_errors
@@ -15,6 +15,7 @@ from impartial.config import CELL_CLASSES
 from impartial.errors import InputError
 from impartial.live import LIVE_MINUTES, focus, live_config, set_focus
 from impartial.runs import Run, read_preview
+from impartial.suggest import gain_maps, suggest_regions
 
 SUGGESTION_TILE = 32
 SUGGESTIONS = 5
@@ -94,18 +95,21 @@ with tools:
     show_labels = st.checkbox("Outlines of the labels", disabled=not has_labels,
                               help=None if has_labels else "This image has no labels.")
     suggest = st.checkbox("Scribble here next", disabled=run is None,
-                          help="The most uncertain regions of the last run's prediction")
+                          help="Regions where a stroke should teach the last run most: it is unsure, its passes "
+                               "disagree, or a cell looks like several merged; spread over the image")
     if run is None:
         st.caption("Uncertainty, cells and suggestions appear after a first training run.")
     live_controls()
 
-overlay, tiles = Overlay(), []
+overlay, suggestions = Overlay(), []
 try:
-    if show_entropy or suggest:
-        entropy = images.prediction(run, project, name).entropy()
-        overlay.heat = entropy if show_entropy else None
-        if suggest:
-            tiles = uncertain_tiles(entropy, SUGGESTION_TILE, SUGGESTIONS)
+    if show_entropy:
+        overlay.heat = images.prediction(run, project, name).entropy()
+    if suggest:
+        prediction, cells = images.prediction(run, project, name), images.segmentation(run, project, name).cells
+        maps = gain_maps(prediction.entropy(), prediction.tasks[0].class_segmentation_variance.sum(axis=0), cells)
+        suggestions = suggest_regions(maps, project.load_scribbles(name), count=SUGGESTIONS, size=SUGGESTION_TILE,
+                                      skip=frozenset(project.suggestion_states(name)))
     if show_cells:
         overlay.outlines.append((images.segmentation(run, project, name).cells, "#ffffff"))
     if show_labels:
@@ -121,8 +125,8 @@ def canvas_and_counts() -> None:
     prediction) appear."""
     shown, live_line = live_overlay(overlay)
     try:
-        marks = [{"top": top, "left": left, "size": SUGGESTION_TILE, "label": str(rank)}
-                 for rank, (top, left, _) in enumerate(tiles, start=1)]
+        marks = [{"top": found.top, "left": found.left, "size": found.size, "label": str(rank)}
+                 for rank, found in enumerate(suggestions, start=1)]
         problems = scribble_canvas(project, name, brushes, user, shown, st.session_state.get(GOTO_KEY), marks)
         counts = brush_counts(project, name, brushes)
     except InputError as error:
@@ -146,11 +150,19 @@ with board:
                       "where it is bright).")
 
 with tools:
-    if tiles:
-        st.write("Most uncertain regions (numbered on the canvas):")
-        for rank, (top, left, score) in enumerate(tiles, start=1):
-            st.button(f"{rank}: row {top}, col {left}", key=f"tile-{rank}", on_click=go_to, args=(top, left),
-                      help=f"Mean entropy {score:.2f} in this {SUGGESTION_TILE} px square", width="stretch")
+    if suggestions:
+        st.write("Scribble here next (numbered on the canvas):")
+        for rank, found in enumerate(suggestions, start=1):
+            go, done, skip = st.columns([3, 1, 1], gap="small")
+            go.button(f"{rank}: row {found.top}, col {found.left}", key=f"tile-{rank}", on_click=go_to,
+                      args=(found.top, found.left), width="stretch",
+                      help=f"Mostly {found.reason} (score {found.score:.2f}) in this {found.size} px square")
+            done.button("✓", key=f"tile-done-{rank}", help="Done: I scribbled there",
+                        on_click=project.mark_suggestion, args=(name, found.key, "done"))
+            skip.button("✗", key=f"tile-skip-{rank}", help="Skip: nothing to scribble there",
+                        on_click=project.mark_suggestion, args=(name, found.key, "skipped"))
+    elif suggest:
+        st.caption("No region left to suggest: every candidate holds strokes or was marked.")
     if has_labels:
         fraction = st.slider("Share of cells to scribble", 0.05, 1.0, 0.2, step=0.05)
         if st.button("Automatic scribbles from labels", icon=":material/auto_fix_high:",
