@@ -112,15 +112,22 @@ class Slide:
 
 _ARRAYS: dict[tuple[str, str, str], Any] = {}
 _ARRAYS_LOCK = threading.Lock()
+OPEN_SLIDES = 8  # slides a process keeps open (a cohort's worker moves from slide to slide)
 
 
 def _open_array(path: str, kind: str, array_path: str):
-    """The zarr array of a slide, opened once per process (TIFF: tifffile's zarr store of level 0)."""
+    """The zarr array of a slide, opened once per process (TIFF: tifffile's zarr store of level 0); the
+    ``OPEN_SLIDES`` most recently opened stay open."""
     import zarr
 
     key = (path, kind, array_path)
     with _ARRAYS_LOCK:
         if key not in _ARRAYS:
+            while len(_ARRAYS) >= OPEN_SLIDES:
+                oldest = _ARRAYS.pop(next(iter(_ARRAYS)))
+                close = getattr(oldest.store, "close", None)
+                if close is not None:
+                    close()
             if kind == "tiff":
                 import tifffile
 

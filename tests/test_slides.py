@@ -343,3 +343,17 @@ def test_a_run_with_a_nucleus_task_writes_nuclei_labels(slide, client, tmp_path_
     assert nuclei.max() > 0 and np.all(cells[nuclei > 0] == nuclei[nuclei > 0])  # a nucleus has its cell's id
     features = json.loads((out / "small.geojson").read_text())["features"]
     assert any("nucleusGeometry" in feature["properties"] for feature in features)
+
+
+def test_a_worker_keeps_a_few_slides_open_and_reopens_the_others(tmp_path):
+    from impartial import slides
+
+    opened = []
+    for index in range(slides.OPEN_SLIDES + 2):
+        path = tmp_path / f"slide{index}.tif"
+        tifffile.imwrite(path, np.full((2, 16, 16), index, np.uint16), photometric="minisblack",
+                         metadata={"axes": "CYX"})
+        opened.append(open_slide(path))
+    for _ in range(2):  # the second round reopens the slides closed to make room
+        assert [int(item.read(0, 1, 0, 1)[1, 0, 0]) for item in opened] == list(range(len(opened)))
+        assert len(slides._ARRAYS) <= slides.OPEN_SLIDES
