@@ -141,3 +141,16 @@ def test_projects_with_the_same_names_and_file_times_never_share_cached_results(
         assert entropy_spec(results("copy", early)) != original
     finally:
         shutil.rmtree(copy)
+
+
+def test_the_threshold_says_what_it_yields_and_compared_runs_share_it(app_root):
+    _, _, first, second = app_root
+    app = results("demo", second)
+    app.slider(key=f"threshold-{second}").set_value(0.3).run()
+    captions = [element.value for element in app.caption]
+    assert any(re.match(r"At 0\.30, \d+% of the image is foreground \(cells\); \d+ cells\.", text) for text in captions)
+    app.multiselect[0].set_value([first]).run()
+    assert not app.exception, app.exception
+    assert any("All at cell probability threshold 0.30" in text for text in (e.value for e in app.caption))
+    compared = [caption for image in app.image for caption in image.captions if caption.startswith(first)]
+    assert compared and re.fullmatch(rf"{first}: \d+ cells", compared[0])

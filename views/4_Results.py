@@ -21,6 +21,22 @@ DOWNLOADS = {"npz": ("Prediction (npz)", "application/octet-stream"), "csv": ("C
              "tiff": ("Labels (TIFF)", "image/tiff"), "roi": ("ImageJ ROIs (zip)", "application/zip")}
 MAX_COMPARED = 3
 SEED_LABELS = {"core": "cell cores", "nuclei": "nuclei"}
+# the score table's columns: plain name, what it means
+SCORE_COLUMNS = {
+    "f1": ("F1 at IoU 0.5", "Harmonic mean of precision and recall; a found cell matches a labelled one when they "
+                            "overlap by at least half their union (IoU 0.5)"),
+    "precision": ("Precision", "Share of the cells found that match a labelled cell"),
+    "recall": ("Recall", "Share of the labelled cells that were found"),
+    "ap": ("AP at IoU 0.5", "Matches / (matches + extra cells + missed cells), as in the Cellpose and StarDist papers"),
+    "map": ("mean AP, IoU 0.5-0.95", "AP averaged over overlap thresholds from 0.5 to 0.95: rewards exact outlines"),
+    "tp": ("Matched", "Cells found that match a labelled cell"),
+    "fp": ("Extra", "Cells found that match no labelled cell"),
+    "fn": ("Missed", "Labelled cells that no found cell matches"),
+    "n_true": ("Labelled cells", "Cells in the labels"),
+    "n_pred": ("Cells found", "Cells the run found"),
+    "dice": ("Foreground Dice", "Overlap of the found and labelled foreground, pixel by pixel (1 = identical)"),
+    "jaccard": ("Foreground IoU", "Intersection over union of the found and labelled foreground"),
+}
 
 
 def threshold_note(run: Run, has_cores: bool) -> str:
@@ -100,6 +116,9 @@ if has_cores:
 opacity = slider_cols[-1].slider("Outline opacity", 0.0, 1.0, 0.9, step=0.05)
 st.caption(threshold_note(run, has_cores))
 found = images.segmentation(run, project, name, threshold, core_threshold, seeds)
+foreground = float((sum(prediction.class_probabilities().values()) >= threshold).mean())
+st.caption(f"At {threshold:.2f}, {foreground:.0%} of the image is foreground (cells); {int(found.cells.max())} cells. "
+           "Lower the threshold to take in fainter cell parts, raise it to shrink cells back.")
 show_findings(images.findings(run, project, name, threshold))
 
 picture, uncertainty = st.columns(2)
@@ -120,7 +139,10 @@ if has_cores:
 scores = images.scores(run, project, name, threshold, core_threshold, seeds)
 if scores is not None:
     st.subheader("Scores against the image's labels")
-    st.dataframe(pd.DataFrame([scores]), hide_index=True)
+    st.dataframe(pd.DataFrame([scores]), hide_index=True, column_order=[key for key in SCORE_COLUMNS if key in scores],
+                 column_config={key: st.column_config.NumberColumn(label, help=meaning, format="%.3f" if isinstance(
+                     scores[key], float) else "%d") for key, (label, meaning) in SCORE_COLUMNS.items()
+                     if key in scores})
 
 st.subheader("Downloads")
 # the files under predictions/<run>/ follow the sliders; a button makes its file only when pressed
@@ -134,10 +156,13 @@ buttons[-1].download_button("Run folder (zip)", lambda: images.run_zip(run.dir),
 
 if compared:
     st.subheader("Runs side by side")
+    st.caption(f"All at cell probability threshold {threshold:.2f} (the slider above), so the runs differ only in "
+               "what they predict.")
     for column, other_id in zip(st.columns(len(compared) + 1), [run_id, *compared], strict=True):
         other = Run.load(finished[other_id].dir)
-        column.image(images.outlined(other, project, name, color="#ffff00", opacity=opacity), caption=other_id,
-                     width="stretch")
+        column.image(images.outlined(other, project, name, threshold, color="#ffff00", opacity=opacity),
+                     caption=f"{other_id}: {int(images.segmentation(other, project, name, threshold).cells.max())} "
+                             "cells", width="stretch")
         column.plotly_chart(images.figure(other, project, name, "entropy", f"Entropy: {other_id}"),
                             key=f"compare-{other_id}", theme=None)
 
