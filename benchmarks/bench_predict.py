@@ -24,9 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from impartial.config import preset_config  # noqa: E402
+from impartial.device import compute_dtype  # noqa: E402
 from impartial.instances import instances_from_probabilities  # noqa: E402
 from impartial.io import normalize_percentile  # noqa: E402
-from impartial.model import build_model, compute_dtype  # noqa: E402
+from impartial.model import build_model  # noqa: E402
 from impartial.predict import predict_with_models  # noqa: E402
 from impartial.synthetic import make_tissue  # noqa: E402
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from impartial.device import native_bfloat16, pick_device, training_slots
 from impartial.errors import InputError
 from impartial.jobs import JobManager
-from impartial.model import native_bfloat16, pick_device, training_slots
 from impartial.project import Project, create_demo_project, data_root_from_env, open_project, safe_name
 
 PROJECT_KEY = "project"  # session_state key and URL query parameter

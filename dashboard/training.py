@@ -25,12 +25,12 @@ from typing import Any
 import streamlit as st
 
 from impartial.config import RunConfig
+from impartial.device import slot_device
 from impartial.devicelock import device_turn
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
 from impartial.learning import score_on_labelled_images
 from impartial.live import ProjectLiveData, set_focus
-from impartial.model import slot_device
 from impartial.project import Project, RunInfo, open_project
 from impartial.runs import CONFIG_FILE, Run, has_checkpoint, read_history, read_preview, read_status
 from impartial.scribbles import missing_sides

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +257,8 @@ def _problems(config: RunConfig):
             yield f"{where}: every class needs at least one component"
         if any(not 0 <= c < config.n_channels for c in task.rec_channels):
             yield f"{where}: rec_channels {task.rec_channels} must index the {config.n_channels} channels"
+    from .device import is_device_choice  # here, not at the top: the CLI's --help should not wait for torch
+
     model, train, predict = config.model, config.train, config.predict
     for name, section in (("train", train), ("predict", predict), ("instances", config.instances)):
         for item in dataclasses.fields(section):
@@ -287,7 +288,7 @@ def _problems(config: RunConfig):
         (train.max_minutes >= 0, "train.max_minutes must be non-negative"),
         (train.threads >= 0, "train.threads must be 0 (torch's default) or a positive number of threads"),
         (train.seed >= 0, "train.seed must be non-negative"),
-        (re.fullmatch(r"auto|cpu|cuda(:\d+)?", train.device) is not None,
+        (is_device_choice(train.device),
          "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         (train.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}"),
         (predict.mcdrop >= 1, "predict.mcdrop must be at least 1"),

@@ -9,16 +9,12 @@ output channels. Input height and width must therefore be multiples of ``2**dept
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
-from .errors import InputError
-
-_DEVICE_NAME = re.compile(r"cpu|cuda(:\d+)?")
+from .device import pick_device  # noqa: F401  (impartial/slides.py still imports it from here)
 
 
 class PixelDropout(nn.Dropout):
@@ -129,58 +125,3 @@ def enable_mc_dropout(model: nn.Module) -> nn.Module:
         if isinstance(module, nn.modules.dropout._DropoutNd):
             module.train()
     return model
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; ``"cuda"`` or ``"cuda:N"`` without that GPU raises InputError."""
-    if preference != "auto" and not _DEVICE_NAME.fullmatch(preference):
-        raise InputError(f"unknown device '{preference}' (choose auto, cuda, cuda:N or cpu)")
-    if preference == "cpu":
-        return torch.device("cpu")
-    index = int(preference.split(":")[1]) if ":" in preference else 0
-    if torch.cuda.is_available() and index < torch.cuda.device_count():
-        return torch.device("cuda", index)
-    if preference.startswith("cuda"):
-        raise InputError(f"device '{preference}' was requested but there are {torch.cuda.device_count()} CUDA GPUs; "
-                         "use 'auto' or 'cpu'")
-    return torch.device("cpu")
-
-
-def training_slots() -> int:
-    """How many trainings may run at once: one per GPU, or one on the CPU."""
-    return max(1, torch.cuda.device_count())
-
-
-def slot_device(preference: str, slot: int) -> torch.device:
-    """The device for a job in worker ``slot``: its own GPU when there are several and ``preference`` allows CUDA."""
-    if preference in ("auto", "cuda") and torch.cuda.device_count() > 1:
-        return pick_device(f"cuda:{slot % torch.cuda.device_count()}")
-    return pick_device(preference)
-
-
-def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of the network's convolutions for ``train.precision`` on ``device``.
-
-    ``"auto"`` takes bfloat16 only where the hardware computes it natively (CPUs with AVX512-BF16 or AMX,
-    CUDA GPUs that support it): there it trains about 1.5x faster on the CPU; elsewhere it would be emulated
-    and slower, so float32 stays.
-    """
-    if precision == "auto":
-        return torch.bfloat16 if native_bfloat16(device) else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """True when ``device`` has bfloat16 arithmetic in hardware."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":
-        # torch.cpu's capability probes are private but stable since torch 2.1; missing ones mean "no"
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-    return False
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    """A context that runs convolutions in ``dtype`` (a no-op for float32)."""
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)

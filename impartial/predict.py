@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from .config import RunConfig
+from .device import autocast, compute_dtype, pick_device
 from .errors import InputError
 from .losses import class_probabilities, split_outputs
-from .model import UNet, autocast, build_model, compute_dtype, enable_mc_dropout, pick_device
+from .model import UNet, build_model, enable_mc_dropout
 from .runs import Run, load_weights
 
 _CPU_TURN = threading.Lock()

@@ -22,9 +22,10 @@ import torch
 from scipy import ndimage
 
 from .config import RunConfig, TaskConfig, preset_config
+from .device import autocast, compute_dtype, pick_device
 from .io import normalize_percentile
 from .losses import total_loss
-from .model import UNet, autocast, build_model, compute_dtype, pick_device
+from .model import UNet, build_model
 from .runs import load_weights
 from .sampling import PatchSampler, blind_spots
 from .scribbles import shared_borders

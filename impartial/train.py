@@ -27,9 +27,10 @@ import torch
 from .calibrate import calibrate
 from .config import RunConfig, TrainConfig
 from .dataset import TrainingImage
+from .device import autocast, compute_dtype, pick_device
 from .errors import InputError
 from .losses import total_loss
-from .model import UNet, autocast, build_model, compute_dtype, pick_device
+from .model import UNet, build_model
 from .predict import Prediction, predict_with_models
 from .prior import prior_weights
 from .runs import (
@@ -39,8 +40,8 @@ from .runs import (
     STATE_FILE,
     THRESHOLDS_FILE,
     Run,
-    checkpoint_paths,
     checkpoint_path,
+    checkpoint_paths,
     load_weights,
     read_status,
     save_training_data,

@@ -1,24 +1,13 @@
-"""The U-Net's shape, MC-dropout switch and device choice."""
+"""The U-Net's shape, MC-dropout switch and its training in both precisions."""
 
 import pytest
 import torch
 from torch import nn
 
 from impartial.config import preset_config
-from impartial.errors import InputError
+from impartial.device import autocast
 from impartial.losses import total_loss
-from impartial.model import (
-    PixelDropout,
-    UNet,
-    autocast,
-    build_model,
-    compute_dtype,
-    enable_mc_dropout,
-    native_bfloat16,
-    pick_device,
-    slot_device,
-    training_slots,
-)
+from impartial.model import PixelDropout, UNet, build_model, enable_mc_dropout
 
 
 def test_forward_keeps_the_spatial_size():
@@ -69,19 +58,6 @@ def test_mc_dropout_samples_while_eval_is_deterministic():
     assert not torch.equal(model(x), model(x))
 
 
-def test_pick_device():
-    assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(InputError, match="unknown device"):
-        pick_device("tpu")
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_a_gpu_is_a_clear_error():
-    with pytest.raises(InputError, match="there are 0 CUDA GPUs"):
-        pick_device("cuda")
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_few_steps_reduce_the_loss(dtype):
     # Model and losses together: Adam on one fixed batch must lower the total loss, in both precisions.
@@ -105,18 +81,6 @@ def test_a_few_steps_reduce_the_loss(dtype):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-
-
-def test_precision_auto_takes_bfloat16_only_where_the_hardware_has_it(monkeypatch):
-    cpu = torch.device("cpu")
-    assert compute_dtype("float32", cpu) == torch.float32 and compute_dtype("bfloat16", cpu) == torch.bfloat16
-    for has_bf16 in (True, False):
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda has=has_bf16: has)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-        assert native_bfloat16(cpu) is has_bf16
-        assert compute_dtype("auto", cpu) == (torch.bfloat16 if has_bf16 else torch.float32)
-    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the probe: no bfloat16
-    assert compute_dtype("auto", cpu) == torch.float32
 
 
 def test_memory_format_is_internal(tmp_path):
@@ -153,16 +117,3 @@ def test_pixel_dropout_is_the_identity_in_eval_mode_and_drops_all_at_one():
     x = torch.randn(2, 3, 8, 8)
     assert torch.equal(PixelDropout(0.5).eval()(x), x)
     assert torch.equal(PixelDropout(1.0).train()(x), torch.zeros_like(x))
-
-
-def test_one_training_slot_per_gpu_each_on_its_own_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert training_slots() == 2
-    assert slot_device("auto", 1) == torch.device("cuda", 1)
-    assert slot_device("cpu", 1) == torch.device("cpu")  # a run that asked for the CPU keeps it
-    with pytest.raises(InputError, match="cuda:3"):
-        pick_device("cuda:3")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert training_slots() == 1 and slot_device("auto", 0) == torch.device("cpu")
