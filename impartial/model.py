@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import RunConfig
-from .device import pick_device  # noqa: F401  (impartial/slides.py still imports it from here)
 
 
 class PixelDropout(nn.Dropout):

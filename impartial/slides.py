@@ -479,7 +479,7 @@ _MODELS_LOCK = threading.Lock()
 def worker_models(run_dir: str):
     """The run and its checkpoint ensemble, loaded once per process (a Dask worker keeps them between tasks) on
     the run's device: CUDA when the worker has a GPU, else the CPU."""
-    from .model import pick_device
+    from .device import pick_device
     from .predict import load_models
     from .runs import Run
 
