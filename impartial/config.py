@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import InputError
 
@@ -21,8 +21,15 @@ from .errors import InputError
 # from CELL_CLASSES, seeds from NUCLEUS_CLASSES. Other names are allowed and only exported.
 CELL_CLASSES = ("cell", "cytoplasm", "nucleus_in_cytoplasm", "nucleus_out_of_cytoplasm")
 NUCLEUS_CLASSES = ("nucleus", "nucleus_in_cytoplasm", "nucleus_out_of_cytoplasm")
-PRECISIONS = ("auto", "float32", "bfloat16")
-SEED_SOURCES = ("core", "nuclei")
+Precision = Literal["auto", "float32", "bfloat16"]
+SeedSource = Literal["core", "nuclei"]
+InstanceMethod = Literal["watershed", "threshold"]
+RecLoss = Literal["gaussian", "mixture"]
+PresetName = Literal["quick", "full"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+SEED_SOURCES: tuple[str, ...] = get_args(SeedSource)
+INSTANCE_METHODS: tuple[str, ...] = get_args(InstanceMethod)
+REC_LOSSES: tuple[str, ...] = get_args(RecLoss)
 
 
 @dataclass
@@ -87,7 +94,7 @@ class TrainConfig:
     core_margin: int = 2  # px: background strokes mark pixels this close to them as "not a cell core"
     ratio: float = 0.95  # fraction of pixels per channel kept; 1 - ratio are blind spots
     blind_radius: int = 5  # neighbour offsets in [-radius, radius - 1], as the method's 10x10 window
-    rec_loss: str = "gaussian"  # "gaussian" (the method's) or "mixture" (true mixture likelihood)
+    rec_loss: RecLoss = "gaussian"  # "gaussian" (the method's) or "mixture" (true mixture likelihood)
     scribble_fraction: float = 0.6  # share of patch centres drawn on scribbled pixels
     jitter: int = 32
     intensity_jitter: float = 0.3  # training patches' channels scaled by exp(U(-j, j)): robustness to stain levels
@@ -103,7 +110,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0 = torch's default
     # "auto": bfloat16 convolutions where the device computes them natively (recent x86 CPUs, most GPUs),
     # float32 elsewhere; "float32" or "bfloat16" to choose. Losses and statistics stay float32.
-    precision: str = "auto"
+    precision: Precision = "auto"
 
 
 @dataclass
@@ -121,13 +128,13 @@ class PredictConfig:
 class InstanceConfig:
     """How probabilities become cell instances (see impartial.instances)."""
 
-    method: str = "watershed"  # "watershed" (nucleus-seeded) or "threshold" (the method's own step)
+    method: InstanceMethod = "watershed"  # "watershed" (nucleus-seeded) or "threshold" (the method's own step)
     threshold: float = 0.5  # probability threshold; replaced by the validated one after training
     nucleus_threshold: float = 0.5
     core_threshold: float = 0.5  # seeds are the components of core probability above it (runs with separation)
     # "core": cell cores where the run predicts them; "nuclei": predicted nuclei, else nuclear-channel blobs, else
     # distance peaks. A run chooses on its held-out strokes (impartial.separation.choose_seeds).
-    seeds: str = "core"
+    seeds: SeedSource = "core"
     membrane_channel: int | None = 0  # landscape for the watershed; None = use 1 - cell probability
     nuclear_channel: int | None = 1  # seeds when no nucleus class is predicted; None = distance peaks
     min_size: int = 5
@@ -144,7 +151,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     instances: InstanceConfig = field(default_factory=InstanceConfig)
-    preset: str = "full"
+    preset: PresetName = "full"
     # One more output, the cell-core probability (a cell's interior away from its border), learned from the
     # scribbles to tell touching cells apart and seed the watershed (see impartial.separation). Off by default:
     # on unseen Vectra tissue it scored below the nucleus-seeded watershed (README, bench_cross_image.py).
@@ -222,15 +229,18 @@ def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     if unknown:
         raise InputError(f"unknown key(s) in '{section}': {', '.join(unknown)}")
     for name, value in values.items():
-        expected = _SCALAR_TYPES.get(fields[name].type)
+        annotation = "str" if fields[name].type in _CHOICES else fields[name].type
+        expected = _SCALAR_TYPES.get(annotation)
         if expected is not None and not _is_a(value, expected):
-            raise InputError(f"'{section}.{name}' must be {fields[name].type}, got {value!r}")
+            raise InputError(f"'{section}.{name}' must be {annotation}, got {value!r}")
     return kind(**values)
 
 
 # The annotation of a plain setting (fields are annotated as strings under ``from __future__ import annotations``)
 # -> the Python types its value may have in a config file.
 _SCALAR_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+# Settings that take one of a few names: strings in a config file, checked against their names by validate().
+_CHOICES = {"Precision", "SeedSource", "InstanceMethod", "RecLoss", "PresetName"}
 
 
 def _is_a(value: Any, types: tuple[type, ...]) -> bool:
@@ -280,7 +290,7 @@ def _problems(config: RunConfig):
         (0.0 < train.ratio < 1.0, "train.ratio must be in (0, 1)"),
         (train.blind_radius >= 1, "train.blind_radius must be at least 1"),
         (train.patch > 2 * train.blind_radius, "train.patch must be larger than 2 * train.blind_radius"),
-        (train.rec_loss in ("gaussian", "mixture"), "train.rec_loss must be 'gaussian' or 'mixture'"),
+        (train.rec_loss in REC_LOSSES, "train.rec_loss must be 'gaussian' or 'mixture'"),
         (0.0 <= train.scribble_fraction <= 1.0, "train.scribble_fraction must be in [0, 1]"),
         (0.0 < train.val_fraction < 1.0, "train.val_fraction must be in (0, 1)"),
         (train.nsaves >= 1, "train.nsaves must be at least 1"),
@@ -296,10 +306,11 @@ def _problems(config: RunConfig):
         (predict.tile >= 2 ** model.depth and predict.tile % (2 ** model.depth) == 0,
          f"predict.tile must be a multiple of 2**depth = {2 ** model.depth}"),
         (0 <= predict.overlap < predict.tile // 2, "predict.overlap must be in [0, tile / 2)"),
-        (config.instances.method in ("watershed", "threshold"), "instances.method must be 'watershed' or 'threshold'"),
+        (config.instances.method in INSTANCE_METHODS, "instances.method must be 'watershed' or 'threshold'"),
         (0.0 < config.instances.threshold < 1.0, "instances.threshold must be in (0, 1)"),
         (0.0 < config.instances.core_threshold < 1.0, "instances.core_threshold must be in (0, 1)"),
         (config.instances.seeds in SEED_SOURCES, f"instances.seeds must be one of {', '.join(SEED_SOURCES)}"),
+        (config.preset in get_args(PresetName), f"preset must be one of {', '.join(get_args(PresetName))}"),
     ]
     yield from (message for ok, message in checks if not ok)
 
@@ -350,7 +361,7 @@ def full_config(**overrides: Any) -> RunConfig:
     return apply_overrides(RunConfig(preset="full"), overrides)
 
 
-PRESETS = {"quick": quick_config, "full": full_config}
+PRESETS: dict[PresetName, Any] = {"quick": quick_config, "full": full_config}
 
 
 def preset_config(name: str, tasks: str | list[TaskConfig] = "whole_cell", **overrides: Any) -> RunConfig:

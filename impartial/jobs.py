@@ -23,13 +23,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import InputError
 
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = get_args(JobState)
 FINAL_STATES = frozenset({DONE, FAILED, CANCELLED})
 
 
@@ -41,7 +42,7 @@ class JobInfo:
     owner: str
     project: str
     label: str
-    state: str  # queued | running | done | failed | cancelled
+    state: JobState
     progress: dict[str, Any]
     error: str | None
     created: float
@@ -85,7 +86,7 @@ class _Job:
     label: str
     work: Callable[[JobContext], Any]
     created: float
-    state: str = QUEUED
+    state: JobState = QUEUED
     progress: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     started: float | None = None
@@ -208,7 +209,7 @@ class JobManager:
                        finished=job.finished, queue_position=self._position(job.id),
                        cancel_requested=job.state == RUNNING and job.stop_event.is_set())
 
-    def _finish(self, job: _Job, state: str, error: str | None = None, result: Any = None) -> None:
+    def _finish(self, job: _Job, state: JobState, error: str | None = None, result: Any = None) -> None:
         """Record the end of a job (caller holds the lock) and wake everyone waiting."""
         job.state, job.error, job.result, job.finished = state, error, result, time.time()
         self._changed.notify_all()

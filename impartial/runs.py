@@ -25,7 +25,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,10 @@ STATE_FILE = "state.pt"
 PREVIEW_FILE = "preview.npz"
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT_PATTERN = "cycle_*.pt"
+# What a trainer records in status.json; read_status adds "interrupted" (the process is gone), "new" (no status
+# yet) and "missing" (no folder).
+RunState = Literal["running", "done", "stopped", "failed"]
+RUN_STATES: tuple[str, ...] = get_args(RunState)
 HISTORY_COLUMNS = ["epoch", "cycle", "elapsed_s", "scribble", "rec", "reg", "sep", "total", "val", "lr"]
 
 # A "running" run whose heartbeat is older than this is treated as dead even if its pid was reused.
@@ -84,8 +88,10 @@ def result_files(run_dir: str | Path) -> list[Path]:
             if path.is_file() and path.name not in (STATE_FILE, PREVIEW_FILE) and not path.name.startswith(".")]
 
 
-def write_status(run_dir: str | Path, state: str, **fields: Any) -> dict[str, Any]:
+def write_status(run_dir: str | Path, state: RunState, **fields: Any) -> dict[str, Any]:
     """Record the run's state with this process's pid and id and a fresh heartbeat."""
+    if state not in RUN_STATES:
+        raise ValueError(f"unknown run state '{state}' (one of {', '.join(RUN_STATES)})")
     status = {"state": state, "pid": os.getpid(), "process": PROCESS_ID, "updated": time.time(), **fields}
     write_json(Path(run_dir) / STATUS_FILE, status)
     return status

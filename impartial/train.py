@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 import pandas as pd
@@ -59,11 +59,15 @@ from .storage import atomic_path, write_json, write_text
 LR_FLOOR = 0.05
 
 
+EventKind = Literal["start", "epoch", "preview", "done", "stopped", "error"]
+EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
+
+
 @dataclass
 class TrainingEvent:
     """What the trainer tells its listener (CLI progress bar, dashboard job)."""
 
-    kind: str  # start | epoch | preview | checkpoint | done | stopped | error
+    kind: EventKind
     epoch: int = 0
     total_epochs: int = 0  # with a time budget an estimate from the pace so far; 0 before the first epoch
     cycle: int = 0
@@ -73,6 +77,10 @@ class TrainingEvent:
     losses: dict[str, float] = field(default_factory=dict)
     preview: Prediction | None = None
     message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown training event '{self.kind}' (one of {', '.join(EVENT_KINDS)})")
 
 
 @dataclass
@@ -409,7 +417,7 @@ class Trainer:
         write_preview(self.run_dir, progress.epoch, name, prediction.arrays())
         self._emit("preview", progress, preview=prediction)
 
-    def _finish(self, state: str, progress: _Progress, message: str) -> Run:
+    def _finish(self, state: Literal["done", "stopped"], progress: _Progress, message: str) -> Run:
         if checkpoint_paths(self.run_dir):
             run = Run.load(self.run_dir)
             found = calibrate(run, self.dataset, models=[self._load(path) for path in run.checkpoints])
@@ -420,7 +428,7 @@ class Trainer:
         self._emit("done" if state == "done" else "stopped", progress, message=message)
         return Run.load(self.run_dir)
 
-    def _emit(self, kind: str, progress: _Progress, **details) -> None:
+    def _emit(self, kind: EventKind, progress: _Progress, **details) -> None:
         timing = {"epoch": progress.epoch, "total_epochs": self.schedule.total_epochs(progress),
                   "elapsed_s": progress.elapsed_s, "remaining_s": self.schedule.remaining_s(progress),
                   "budget_s": self.schedule.budget_s}

@@ -2,10 +2,11 @@
 
 import json
 import re
+from typing import get_args
 
 import pytest
 
-from impartial.config import RunConfig, TaskConfig, apply_overrides, preset_config
+from impartial.config import PRESETS, PresetName, RunConfig, TaskConfig, apply_overrides, preset_config
 from impartial.errors import InputError
 
 
@@ -94,6 +95,8 @@ def test_non_finite_and_negative_settings_are_refused(overrides, problem):
     ({"train": {"epochs": 2.5}}, "'train.epochs' must be int, got 2.5"),
     ({"train": {"prior": 1}}, "'train.prior' must be bool, got 1"),
     ({"separation": "yes"}, "'config.separation' must be bool"),
+    ({"train": {"precision": 16}}, "'train.precision' must be str, got 16"),
+    ({"instances": {"seeds": ["core"]}}, "'instances.seeds' must be str, got ['core']"),
 ])
 def test_a_config_file_with_wrong_types_or_infinite_values_gets_one_line(values, problem):
     with pytest.raises(InputError, match=re.escape(problem)):
@@ -102,3 +105,21 @@ def test_a_config_file_with_wrong_types_or_infinite_values_gets_one_line(values,
 
 def test_an_integer_learning_rate_in_a_config_file_is_a_number():
     assert RunConfig.from_dict({"train": {"lr": 1}}).validate().train.lr == 1
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"train": {"precision": "float16"}}, "train.precision must be one of auto, float32, bfloat16"),
+    ({"train": {"rec_loss": "laplace"}}, "train.rec_loss must be 'gaussian' or 'mixture'"),
+    ({"instances": {"method": "stardist"}}, "instances.method must be 'watershed' or 'threshold'"),
+    ({"instances": {"seeds": "peaks"}}, "instances.seeds must be one of core, nuclei"),
+    ({"preset": "fast"}, "preset must be one of quick, full"),
+])
+def test_a_choice_outside_its_names_is_refused(values, problem):
+    with pytest.raises(InputError, match=re.escape(problem)):
+        RunConfig.from_dict(values).validate()
+
+
+def test_every_preset_name_has_a_preset():
+    assert set(get_args(PresetName)) == set(PRESETS)
+    for name in get_args(PresetName):
+        assert preset_config(name).preset == name

@@ -16,8 +16,8 @@ import impartial.train as train_module
 from factories import scribbled_images, tiny_config
 from impartial.errors import InputError
 from impartial.predict import predict_image
-from impartial.runs import PROCESS_ID, Run, read_status
-from impartial.train import LR_FLOOR, Trainer
+from impartial.runs import PROCESS_ID, Run, read_status, write_status
+from impartial.train import LR_FLOOR, Trainer, TrainingEvent
 
 
 def _train(config, dataset, run_dir, **kwargs):
@@ -116,6 +116,14 @@ def test_run_folder_and_events(small_dataset, tmp_path):
     assert np.isfinite(history[["scribble", "rec", "total", "val"]].to_numpy(float)).all()
     assert set(run.thresholds) == {"threshold", "nucleus_threshold"}
     assert 0 < run.thresholds["threshold"] < 1
+
+
+def test_event_kinds_and_run_states_outside_their_names_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown training event 'checkpoint'"):
+        TrainingEvent(kind="checkpoint")
+    with pytest.raises(ValueError, match="unknown run state 'finished'"):
+        write_status(tmp_path, "finished")
+    assert not (tmp_path / "status.json").exists()
 
 
 def test_bfloat16_training_runs_and_says_so(small_dataset, tmp_path):
