@@ -48,6 +48,12 @@ def dominant_class_map(prediction: Prediction) -> np.ndarray:
     return np.argmax(prediction.arrays()["class_segmentation"], axis=0)
 
 
+def export_file_name(name: str, kind: str) -> str:
+    """The file an image's export of one format (npz, csv, tiff, roi) is written to."""
+    return {"npz": f"{name}.npz", "csv": f"{name}_cells.csv", "tiff": f"{name}_labels.tif",
+            "roi": f"{name}_rois.zip"}[kind]
+
+
 def export_segmentation(out_dir: str | Path, name: str, image: np.ndarray, segmentation: Segmentation,
                         channel_names: list[str], formats: tuple[str, ...] = EXPORT_FORMATS,
                         pixel_size_um: float | None = None) -> dict[str, Path]:
@@ -58,8 +64,7 @@ def export_segmentation(out_dir: str | Path, name: str, image: np.ndarray, segme
     """
     out_dir = Path(out_dir)
     arrays = segmentation.prediction.arrays()
-    paths = {"npz": out_dir / f"{name}.npz", "csv": out_dir / f"{name}_cells.csv",
-             "tiff": out_dir / f"{name}_labels.tif", "roi": out_dir / f"{name}_rois.zip"}
+    paths = {kind: out_dir / export_file_name(name, kind) for kind in EXPORT_FORMATS}
     if "npz" in formats:
         save_prediction_npz(paths["npz"], instances=segmentation.cells, nuclei=segmentation.nuclei, **arrays)
     if "csv" in formats:

@@ -456,10 +456,7 @@ class Project:
         Raises InputError naming ``filename`` when the file is empty, unreadable, or has another
         channel count than the project's images (the first image may set the count).
         """
-        if not data:
-            raise InputError("the file is empty", filename)
-        with _uploaded(filename, data) as path:
-            image = self._read_upload(path, filename)
+        image = self.read_upload(filename, data)
         return self._store_image(Path(safe_name(filename)).stem, image, filename, replace)
 
     def add_images(self, files: list[tuple[str, bytes]],
@@ -473,6 +470,14 @@ class Project:
             except InputError as error:
                 errors.append(error)
         return names, errors
+
+    def read_upload(self, filename: str, data: bytes) -> np.ndarray:
+        """An uploaded file as a raw (C, H, W) image with the project's channel count, not stored in the project
+        (predicting an image without adding it). InputError naming ``filename`` as :meth:`add_image` does."""
+        if not data:
+            raise InputError("the file is empty", filename)
+        with _uploaded(filename, data) as path:
+            return self._read_upload(path, filename)
 
     def _read_upload(self, path: Path, filename: str) -> np.ndarray:
         n_channels = len(self.channels) if self.images() else None

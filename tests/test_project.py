@@ -119,7 +119,7 @@ def test_only_the_owner_deletes_a_project_and_it_can_be_recovered(tmp_path, proj
     write_status(running, "running")  # this process: alive
     with pytest.raises(InputError, match="training"):
         delete_project(tmp_path, "p1", user="ann")
-    write_status(running, "finished")
+    write_status(running, "done")
     kept = delete_project(tmp_path, "p1", user="ann")
     assert [info.name for info in list_projects(tmp_path)] == []
     assert kept.parent == tmp_path / "deleted" and (kept / "images" / "img.tif").exists()

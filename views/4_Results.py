@@ -9,12 +9,15 @@ import functools
 import pandas as pd
 import streamlit as st
 
-from dashboard import images
-from dashboard.state import PAGES, damaged_images, require_project
+from dashboard import images, outside
+from dashboard.state import PAGES, damaged_images, require_project, show_input_errors
 from dashboard.training import epoch_count, run_label, runs_with_checkpoints
 from dashboard.uploads import IMAGE_TYPES, add_uploads, show_upload_messages
+from impartial.access import check_upload_size
 from impartial.config import SEED_SOURCES
 from impartial.diagnostics import Finding
+from impartial.errors import InputError
+from impartial.pipeline import export_file_name
 from impartial.runs import Run
 
 DOWNLOADS = {"npz": ("Prediction (npz)", "application/octet-stream"), "csv": ("Cells (CSV)", "text/csv"),
@@ -169,9 +172,28 @@ if compared:
 st.subheader("Predict new images")
 with st.form("predict_uploads", clear_on_submit=True):
     uploads = st.file_uploader("Images to segment with this run", type=IMAGE_TYPES, accept_multiple_files=True)
-    if st.form_submit_button("Add and predict") and uploads:
-        added = add_uploads(project, uploads)
-        if added:
-            st.session_state["results_new_image"] = added[0]
-            st.rerun()
+    add_them = st.checkbox("Also add them to the project", help="Off: they are predicted and shown here with their "
+                                                               "downloads, and the project stays as it is")
+    if st.form_submit_button("Predict") and uploads:
+        if add_them:
+            added = add_uploads(project, uploads)
+            if added:
+                st.session_state["results_new_image"] = added[0]
+                st.rerun()
+        else:
+            for upload in uploads:
+                try:
+                    with st.spinner(f"Predicting {upload.name} ..."):
+                        check_upload_size(upload.name, upload.size)
+                        outside.keep(outside.predict_outside(project, run, upload.name, upload.getvalue()))
+                except InputError as error:
+                    show_input_errors([error])
 show_upload_messages()
+for result in outside.kept():
+    picture, files = st.columns([2, 1])
+    picture.image(result.picture, caption=f"{result.name} (not in the project): {int(result.segmentation.cells.max())} "
+                                          f"cells found by run {result.run_id}", width="stretch")
+    for kind, (label, mime) in DOWNLOADS.items():
+        files.download_button(label, functools.partial(outside.export_bytes, result, project, kind),
+                              file_name=export_file_name(result.name, kind), mime=mime, on_click="ignore",
+                              key=f"outside-{result.name}-{kind}")
