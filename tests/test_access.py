@@ -177,12 +177,34 @@ def test_login_gate_uses_oidc_when_secrets_configure_it(monkeypatch):
     assert not app.text_input  # no password form
 
 
+APP = Path(__file__).resolve().parents[1] / "app.py"
+PAGE_SCRIPTS = sorted(path.name for path in (APP.parent / "views").glob("*.py"))
+
+
+@pytest.mark.parametrize("page", PAGE_SCRIPTS)
+def test_a_page_script_opened_directly_shows_the_login_form_until_the_password_is_given(data_root, monkeypatch,
+                                                                                      page):
+    # Streamlit serves a pages/ folder by URL without running app.py's login check (until some session has
+    # called st.navigation); a page script must never be reachable without the login.
+    monkeypatch.setenv(access.PASSWORD_ENV, "lab-password")
+    app = AppTest.from_file(str(APP), default_timeout=60)
+    app.switch_page(f"views/{page}").run()
+    assert not app.exception, app.exception
+    assert [field.label for field in app.text_input] == ["User name", "Password"]
+    assert not app.sidebar.caption  # the page and the sidebar after the login check did not run
+    app.text_input[0].input("alice")
+    app.text_input[1].input("lab-password")
+    app.button[0].click().run()
+    assert not app.exception, app.exception
+    assert not app.text_input or [field.label for field in app.text_input] != ["User name", "Password"]
+    assert any(caption.value.startswith("Device:") for caption in app.sidebar.caption)
+
+
 def test_page_scripts_do_not_live_in_a_folder_named_pages():
-    # Streamlit routes URLs straight to pages/*.py (its older multipage mode) until app.py has called
-    # st.navigation once in the server process. While the login form stops app.py before that call,
-    # anyone could open /Projects without logging in. Page scripts in any other folder are safe.
-    root = Path(__file__).resolve().parents[1]
-    assert not (root / "pages").is_dir(), "move pages/ to another folder name: it bypasses the login gate"
+    # The test above runs pages through AppTest, which never serves a URL: Streamlit routes URLs straight to
+    # pages/*.py (its older multipage mode) until app.py has called st.navigation once in the server process,
+    # so a pages/ folder would let anyone open /Projects without logging in.
+    assert not (APP.parent / "pages").is_dir(), "move pages/ to another folder name: it bypasses the login gate"
 
 
 def test_login_gate_keeps_everyone_out_when_the_users_file_is_broken(monkeypatch, tmp_path):
