@@ -9,12 +9,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from impartial.errors import InputError
 from impartial.learning import learning_curve, methods_export, restore_scribbles
 from impartial.project import Project
 from impartial.runs import Run
 
-from .state import device_name, job_owner, show_input_errors
+from .state import device_name, job_owner, user_errors
 
 # (column, legend name, what it means): the quality figures a run records
 QUALITY = (("validation_accuracy", "held-out stroke accuracy", "pixels of held-out strokes on the right side"),
@@ -74,9 +73,6 @@ def learning_section(project: Project) -> None:
         st.write("Replace the scribbles of the images this run trained on with the ones it used (Undo on the "
                  "Scribble page brings yours back).")
         if st.button("Restore", key="restore-scribbles"):
-            try:
+            with user_errors():
                 names = restore_scribbles(run, project, user=job_owner())
-            except InputError as error:
-                show_input_errors([error])
-            else:
                 st.success(f"Restored the scribbles of {', '.join(names)}.")

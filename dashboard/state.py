@@ -7,7 +7,9 @@ parameters (survives a browser reload, which starts a new session).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import streamlit as st
@@ -118,6 +120,16 @@ def show_input_errors(errors: list[InputError]) -> None:
     """One error box per bad file; the message names the file and the reason."""
     for error in errors:
         st.error(str(error), icon=":material/error:")
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Show an InputError raised in the block as an error box (:func:`show_input_errors`) instead of a traceback:
+    the rest of the block is skipped and the page goes on after it."""
+    try:
+        yield
+    except InputError as error:
+        show_input_errors([error])
 
 
 def damaged_images(project: Project, consequence: str) -> set[str]:

@@ -14,7 +14,7 @@ from impartial.errors import InputError
 from impartial.project import Project, RunInfo
 from impartial.runs import Run
 
-from .state import show_input_errors
+from .state import user_errors
 from .training import estimate_line, measured_pace, run_label
 
 # (label, config field, number format, help); ints have no format. Names follow the original's flags.
@@ -151,14 +151,12 @@ def settings_form(project: Project, finished: list[RunInfo], blocked: bool = Fal
         if not st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:",
                                      disabled=blocked):
             return None
-    try:
+    with user_errors():
         config = apply_overrides(copy.deepcopy(base), values)
         if start_from is not None:  # fine-tuning keeps the earlier network's shape, its outputs included
             earlier = Run.load(start_from.dir).config
             config.model, config.separation = copy.deepcopy(earlier.model), earlier.separation
         config.validate()
         project.save_settings(config)
-    except InputError as error:
-        show_input_errors([error])
-        return None
-    return TrainRequest(config, preview, None if start_from is None else start_from.dir)
+        return TrainRequest(config, preview, None if start_from is None else start_from.dir)
+    return None

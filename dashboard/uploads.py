@@ -11,7 +11,7 @@ from impartial.access import check_upload_size
 from impartial.errors import InputError
 from impartial.project import Project, check_importable, import_roots_from_environment
 
-from .state import data_root, show_input_errors, user
+from .state import data_root, show_input_errors, user, user_errors
 
 # What an upload said, kept across the rerun that empties the uploader: shown by show_upload_messages().
 MESSAGES_KEY = "upload_messages"
@@ -54,14 +54,12 @@ def show_upload_messages() -> None:
 
 def add_label_upload(project: Project, image: str, file: UploadedFile) -> bool:
     """Attach an uploaded label file to ``image``; an error box naming the file when it does not fit."""
-    try:
+    with user_errors():
         check_upload_size(file.name, file.size)
         project.add_labels(image, file.name, file.getvalue())
-    except InputError as error:
-        show_input_errors([error])
-        return False
-    st.success(f"Labels from {file.name} attached to {image}")
-    return True
+        st.success(f"Labels from {file.name} attached to {image}")
+        return True
+    return False
 
 
 def import_server_folder(project: Project, folder: str) -> list[str]:

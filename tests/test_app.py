@@ -301,3 +301,22 @@ def test_results_leave_a_damaged_image_out_and_say_so(trained_runs, tmp_path, mo
     app = results_for(trained_runs[1])
     assert any("tissue_1" in element.value for element in app.warning)
     assert app.selectbox(key="results_image").options == ["tissue_2"]
+
+
+def _page_with_a_bad_input() -> None:
+    import streamlit as st
+
+    from dashboard.state import user_errors
+    from impartial.errors import InputError
+
+    with user_errors():
+        st.write("before")
+        raise InputError("not a usable file name", "''")
+    st.write("after")  # the page goes on after the block
+
+
+def test_user_errors_shows_the_message_and_the_page_goes_on():
+    app = AppTest.from_function(_page_with_a_bad_input, default_timeout=TIMEOUT_S).run()
+    assert not app.exception
+    assert texts(app, "error") == ["'': not a usable file name"]
+    assert texts(app, "markdown") == ["before", "after"]

@@ -11,8 +11,8 @@ from dashboard.state import (
     job_manager,
     open_demo,
     select_project,
-    show_input_errors,
     user,
+    user_errors,
 )
 from dashboard.training import (
     QueuedRequest,
@@ -96,13 +96,10 @@ with right:
         shared = st.checkbox("Share with every user", disabled=user() is None,
                              help="Only matters on a shared server with logins")
         if st.form_submit_button("Create"):
-            try:
+            with user_errors():
                 channel_names = [channel.strip() for channel in channels.split(",") if channel.strip()]
                 created = create_project(data_root(), name.strip(), channel_names, TASK_PRESETS[tasks](),
                                          owner=user(), shared=shared)
-            except InputError as error:
-                show_input_errors([error])
-            else:
                 select_project(created.name)
                 st.rerun()
 

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from dashboard.images import project_composite
-from dashboard.state import damaged_images, require_project, show_input_errors
+from dashboard.state import damaged_images, require_project, user_errors
 from dashboard.uploads import (
     IMAGE_TYPES,
     LABEL_TYPES,
@@ -69,11 +69,9 @@ with st.form("channels"):
         contrast.append(list(contrast_col.slider("Contrast (percentiles)", 0.0, 100.0, (float(low), float(high)),
                                                  step=0.1, key=f"contrast-{index}")))
     if st.form_submit_button("Save channels"):
-        try:
+        with user_errors():
             project.set_channels(names, colors, contrast)
             st.rerun()
-        except InputError as error:
-            show_input_errors([error])
 
 st.subheader("Pixel size")
 with st.form("pixel_size"):
@@ -82,11 +80,9 @@ with st.form("pixel_size"):
                               step=0.01, format="%.4f", help="0 = unknown. With a pixel size the per-cell tables "
                               "give areas in µm² and centroids in µm besides pixels.")
     if st.form_submit_button("Save pixel size"):
-        try:
+        with user_errors():
             project.set_pixel_size(microns or None)
             st.rerun()
-        except InputError as error:
-            show_input_errors([error])
 st.caption(f"Pixel size: {project.pixel_size_um} µm" if known else "Pixel size unknown: sizes are in pixels.")
 
 st.subheader("Tasks")
@@ -98,11 +94,9 @@ with st.form("tasks"):
     preset = st.selectbox("Preset", keys, index=keys.index(current) if current else 0, format_func=PRESET_NAMES.get)
     reset = st.checkbox("Delete existing scribbles if the classes change")
     if st.form_submit_button("Apply tasks"):
-        try:
+        with user_errors():
             project.set_tasks(TASK_PRESETS[preset](), reset_scribbles=reset)
             st.rerun()
-        except InputError as error:
-            show_input_errors([error])
 
 st.subheader(f"Images ({len(project.images())})")
 scribbled = set(project.scribbled_images())

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.learning import learning_section
-from dashboard.state import damaged_images, require_project, show_input_errors
+from dashboard.state import damaged_images, require_project, user_errors
 from dashboard.trainform import settings_form
 from dashboard.training import (
     RESUMABLE,
@@ -20,7 +20,6 @@ from dashboard.training import (
     training_in_progress,
 )
 from impartial.config import RunConfig, preset_config
-from impartial.errors import InputError
 from impartial.runs import Run, can_resume
 from impartial.scribbles import missing_sides
 
@@ -46,12 +45,9 @@ def start(config: RunConfig, preview_name: str | None, init_from: Path | None = 
     """
     if preview_name in damaged:
         preview_name = None
-    try:
+    with user_errors():
         submit_training(project, config, preview_name, init_from=init_from, run_dir=run_dir)
-    except InputError as error:
-        show_input_errors([error])
-        return
-    st.rerun()
+        st.rerun()
 
 
 def resume_control() -> None:

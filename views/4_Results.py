@@ -10,13 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import images, outside
-from dashboard.state import PAGES, damaged_images, require_project, show_input_errors
+from dashboard.state import PAGES, damaged_images, require_project, user_errors
 from dashboard.training import epoch_count, run_label, runs_with_checkpoints
 from dashboard.uploads import IMAGE_TYPES, add_uploads, show_upload_messages
 from impartial.access import check_upload_size
 from impartial.config import SEED_SOURCES
 from impartial.diagnostics import Finding
-from impartial.errors import InputError
 from impartial.pipeline import export_file_name
 from impartial.runs import Run
 
@@ -182,12 +181,9 @@ with st.form("predict_uploads", clear_on_submit=True):
                 st.rerun()
         else:
             for upload in uploads:
-                try:
-                    with st.spinner(f"Predicting {upload.name} ..."):
-                        check_upload_size(upload.name, upload.size)
-                        outside.keep(outside.predict_outside(project, run, upload.name, upload.getvalue()))
-                except InputError as error:
-                    show_input_errors([error])
+                with user_errors(), st.spinner(f"Predicting {upload.name} ..."):
+                    check_upload_size(upload.name, upload.size)
+                    outside.keep(outside.predict_outside(project, run, upload.name, upload.getvalue()))
 show_upload_messages()
 for result in outside.kept():
     picture, files = st.columns([2, 1])
