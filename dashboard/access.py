@@ -22,7 +22,9 @@ import streamlit as st
 from impartial.access import AccessSettings, LoginThrottle, load_settings
 from impartial.errors import InputError
 
-USER_KEY = "impartial_user"
+from . import keys
+
+USER_KEY = keys.LOGIN_USER
 """``st.session_state`` key holding the user who logged in with a password."""
 
 

@@ -22,7 +22,7 @@ from impartial.errors import InputError
 from impartial.project import Project
 from impartial.strokes import Stroke
 
-from . import images
+from . import images, keys
 from .annotate import (
     Brush,
     BrushCount,
@@ -44,7 +44,7 @@ MAX_TILE_SIDE = 1400  # tile pixels: the view is never sent sharper than this
 OVERVIEW_SIDE = 384  # the blurred whole image under the tile and in the minimap
 MAX_STROKE_POINTS = 20_000
 MAX_BRUSH_WIDTH = 60
-ACKED_KEY = "scribble_acked_ops"
+ACKED_KEY = keys.SCRIBBLE_ACKED_OPS
 
 _logger = logging.getLogger(__name__)
 _scribbler = st.components.v2.component("impartial_scribble_canvas",

@@ -20,9 +20,10 @@ from impartial.pipeline import Segmentation, export_segmentation, segment
 from impartial.project import Project
 from impartial.runs import Run
 
+from . import keys
 from .render import composite, outline
 
-RESULTS_KEY = "outside_predictions"
+RESULTS_KEY = keys.OUTSIDE_PREDICTIONS
 KEPT = 4  # predictions of outside images kept per session
 
 

@@ -20,8 +20,10 @@ from impartial.errors import InputError
 from impartial.jobs import JobManager
 from impartial.project import Project, create_demo_project, data_root_from_env, open_project, safe_name
 
-PROJECT_KEY = "project"  # session_state key and URL query parameter
-USER_KEY = "dashboard_user"
+from . import keys
+
+PROJECT_KEY = keys.PROJECT  # session_state key and URL query parameter
+USER_KEY = keys.USER
 LOCAL_OWNER = "local"  # job owner when access control is off
 PAGES = {"home": "views/0_Projects.py", "dataset": "views/1_Dataset.py", "scribble": "views/2_Scribble.py",
          "train": "views/3_Train.py", "results": "views/4_Results.py"}
@@ -84,8 +86,8 @@ def select_project(name: str | None) -> None:
 def current_project() -> Project | None:
     """The session's project, reopened from disk on every run so all sessions see the same state."""
     name = st.session_state.get(PROJECT_KEY) or st.query_params.get(PROJECT_KEY)
-    if not name and command_line().demo and not st.session_state.get("demo_offered"):
-        st.session_state["demo_offered"] = True
+    if not name and command_line().demo and not st.session_state.get(keys.DEMO_OFFERED):
+        st.session_state[keys.DEMO_OFFERED] = True
         name = open_demo().name
     if not name:
         return None

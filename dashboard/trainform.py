@@ -14,6 +14,7 @@ from impartial.errors import InputError
 from impartial.project import Project, RunInfo
 from impartial.runs import Run
 
+from . import keys
 from .state import user_errors
 from .training import estimate_line, measured_pace, run_label
 
@@ -125,7 +126,7 @@ def settings_form(project: Project, finished: list[RunInfo], blocked: bool = Fal
     except InputError:
         pass  # a value the form refuses on Start, with its message
     with st.form("train_settings"):
-        preview = st.selectbox("Preview image", names, key="preview_image",
+        preview = st.selectbox("Preview image", names, key=keys.PREVIEW_IMAGE,
                                index=names.index(unscribbled[0]) if unscribbled else 0,
                                help="The image predicted during training to show progress: by default one "
                                     "without scribbles, which shows what the network learned beyond them.")

@@ -11,10 +11,11 @@ from impartial.access import check_upload_size
 from impartial.errors import InputError
 from impartial.project import Project, check_importable, import_roots_from_environment
 
+from . import keys
 from .state import data_root, show_input_errors, user, user_errors
 
 # What an upload said, kept across the rerun that empties the uploader: shown by show_upload_messages().
-MESSAGES_KEY = "upload_messages"
+MESSAGES_KEY = keys.UPLOAD_MESSAGES
 IMAGE_TYPES = ["tif", "tiff", "png", "jpg", "jpeg", "npz"]
 LABEL_TYPES = ["tif", "tiff", "png", "npz", "zip"]
 

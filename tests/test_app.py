@@ -320,3 +320,10 @@ def test_user_errors_shows_the_message_and_the_page_goes_on():
     assert not app.exception
     assert texts(app, "error") == ["'': not a usable file name"]
     assert texts(app, "markdown") == ["before", "after"]
+
+
+def test_session_state_keys_are_distinct():
+    from dashboard import keys
+
+    names = {name: value for name, value in vars(keys).items() if name.isupper()}
+    assert len(set(names.values())) == len(names), names

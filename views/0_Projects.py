@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from dashboard import keys
 from dashboard.state import (
     PAGES,
     current_project,
@@ -57,7 +58,7 @@ def delete(name: str) -> None:
         return
     if project is not None and project.name == name:
         select_project(None)
-    st.session_state.pop("delete_project_confirm", None)
+    st.session_state.pop(keys.DELETE_PROJECT_CONFIRM, None)
     st.toast(f"Deleted {name}. An administrator can bring it back from the data root's 'deleted' folder.")
     st.rerun()
 
@@ -80,7 +81,7 @@ with left:
         if deletable:
             with st.popover("Delete a project", icon=":material/delete:"):
                 doomed = st.selectbox("Project to delete", deletable, key="delete_project_name")
-                typed = st.text_input(f"Type **{doomed}** to confirm", key="delete_project_confirm")
+                typed = st.text_input(f"Type **{doomed}** to confirm", key=keys.DELETE_PROJECT_CONFIRM)
                 if st.button("Delete project", type="primary", disabled=typed != doomed):
                     delete(doomed)
     else:

@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 
+from dashboard import keys
 from dashboard.images import project_composite
 from dashboard.state import damaged_images, require_project, user_errors
 from dashboard.uploads import (
@@ -24,7 +25,7 @@ PRESET_NAMES = {"whole_cell": "whole cell", "vectra": "cytoplasm + nuclei in / o
 project = require_project()
 st.title(f"Dataset · {project.name}")
 damaged = damaged_images(project, "They are left out of scribbling and training.")
-uploads = st.session_state.setdefault("upload_generation", 0)  # a new key empties the uploaders after use
+uploads = st.session_state.setdefault(keys.UPLOAD_GENERATION, 0)  # a new key empties the uploaders after use
 
 add_tab, labels_tab, folder_tab = st.tabs(["Upload images", "Upload labels", "Import a server folder"])
 with add_tab, st.form(f"images-{uploads}"):
@@ -37,7 +38,7 @@ with add_tab, st.form(f"images-{uploads}"):
     if st.form_submit_button("Add images") and files:
         add_uploads(project, files, replace=taken == "replace")
         # a fresh, empty uploader at once: a second upload goes to the form that is on screen
-        st.session_state["upload_generation"] += 1
+        st.session_state[keys.UPLOAD_GENERATION] += 1
         st.rerun()
 show_upload_messages()
 
@@ -47,7 +48,7 @@ with labels_tab:
             image = st.selectbox("Image", [name for name in project.images() if name not in damaged])
             file = st.file_uploader("Instance labels (TIFF, PNG, npz, ImageJ ROI zip)", type=LABEL_TYPES)
             if st.form_submit_button("Attach labels") and file and add_label_upload(project, image, file):
-                st.session_state["upload_generation"] += 1
+                st.session_state[keys.UPLOAD_GENERATION] += 1
     else:
         st.caption("Add images first.")
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from dashboard import keys
 from dashboard.learning import learning_section
 from dashboard.state import damaged_images, require_project, user_errors
 from dashboard.trainform import settings_form
@@ -60,7 +61,7 @@ def resume_control() -> None:
     chosen = by_id[st.selectbox("Resume a stopped or interrupted run", list(by_id),
                                 format_func=lambda run_id: run_label(by_id[run_id]))]
     if st.button("Resume", icon=":material/play_arrow:"):
-        start(Run.load(chosen.dir).config, st.session_state.get("preview_image"), run_dir=chosen.dir)
+        start(Run.load(chosen.dir).config, st.session_state.get(keys.PREVIEW_IMAGE), run_dir=chosen.dir)
 
 
 settings, progress = st.columns([2, 3])

@@ -9,7 +9,7 @@ import functools
 import pandas as pd
 import streamlit as st
 
-from dashboard import images, outside
+from dashboard import images, keys, outside
 from dashboard.state import PAGES, damaged_images, require_project, user_errors
 from dashboard.training import epoch_count, run_label, runs_with_checkpoints
 from dashboard.uploads import IMAGE_TYPES, add_uploads, show_upload_messages
@@ -84,14 +84,14 @@ if not finished:
 
 choose_run, choose_image, choose_compare = st.columns(3)
 run_id = choose_run.selectbox("Run", list(finished), format_func=lambda key: run_label(finished[key]))
-if "results_new_image" in st.session_state:  # chosen by the upload below, before this widget exists
-    st.session_state["results_image"] = st.session_state.pop("results_new_image")
+if keys.RESULTS_NEW_IMAGE in st.session_state:  # chosen by the upload below, before this widget exists
+    st.session_state[keys.RESULTS_IMAGE] = st.session_state.pop(keys.RESULTS_NEW_IMAGE)
 damaged = damaged_images(project, "They cannot be predicted until they are replaced.")
 usable = [image for image in project.images() if image not in damaged]
 if not usable:
     st.info("No image to show: add one on the Dataset page.")
     st.stop()
-name = choose_image.selectbox("Image", usable, key="results_image")
+name = choose_image.selectbox("Image", usable, key=keys.RESULTS_IMAGE)
 compared = choose_compare.multiselect("Compare with runs", [key for key in finished if key != run_id],
                                       max_selections=MAX_COMPARED, format_func=lambda key: run_label(finished[key]))
 run = Run.load(finished[run_id].dir)
@@ -177,7 +177,7 @@ with st.form("predict_uploads", clear_on_submit=True):
         if add_them:
             added = add_uploads(project, uploads)
             if added:
-                st.session_state["results_new_image"] = added[0]
+                st.session_state[keys.RESULTS_NEW_IMAGE] = added[0]
                 st.rerun()
         else:
             for upload in uploads:
