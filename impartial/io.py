@@ -37,6 +37,7 @@ MAX_ROI_BYTES = 4 * 1024 * 1024
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, *PIL_SUFFIXES, ".npz")
+LABEL_MARKERS = ("_labels", "_label", "_masks", "_mask")  # "<image>_masks.tif" holds the labels of "<image>.tif"
 
 # TIFF axes that may hold channels. "I" (a plain page sequence) and "Q" (unknown) carry no meaning, so such an
 # axis is taken as channels only when it is short enough to be channels.
@@ -383,6 +384,52 @@ def read_cellpose_folder(folder: str | Path) -> list[tuple[str, np.ndarray, np.n
         labels = read_labels(masks[0], shape=image.shape[1:]) if masks else None
         samples.append((name, image, labels))
     return samples
+
+
+def import_samples(path: str | Path) -> list[tuple[str, Path | np.ndarray, Path | np.ndarray | None]]:
+    """What a file or folder holds, as (source name, image, labels or None) samples to import, where image and
+    labels are arrays or files still to read (with :func:`read_image` / :func:`read_labels`).
+
+    A TissueNet ``.npz`` (samples ``<file>_000``, ... with their whole-cell labels), a Cellpose folder
+    (``NAME_img.*`` / ``NAME_masks.*``), a folder of images (``<name>_labels.*`` / ``<name>_masks.*`` beside an
+    image are its labels) or one image file. Raises InputError when the path does not exist.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".npz" and _is_tissuenet(path):
+        return [(f"{path.stem}_{index:03d}", image, None if labels is None else labels[0])
+                for index, (image, labels) in enumerate(read_tissuenet_npz(path))]
+    if path.is_dir() and any(path.glob("*_img.*")):
+        return read_cellpose_folder(path)
+    if path.is_dir():
+        return _folder_samples(path)
+    if path.is_file():
+        return [(path.name, path, None)]
+    raise InputError("no such file or folder", path)
+
+
+def _label_target(stem: str) -> str | None:
+    """For ``cells_01_masks`` the image stem ``cells_01``; None when the stem names no label file."""
+    for marker in LABEL_MARKERS:
+        if stem.endswith(marker) and len(stem) > len(marker):
+            return stem[: -len(marker)]
+    return None
+
+
+def _folder_samples(folder: Path) -> list[tuple[str, Path, Path | None]]:
+    """(file name, image file, its label file or None) for the image files of a plain folder."""
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    label_files = {_label_target(p.stem): p for p in files if _label_target(p.stem)}
+    return [(p.name, p, label_files.get(p.stem)) for p in files if not _label_target(p.stem)]
+
+
+def _is_tissuenet(path: Path) -> bool:
+    """True for an npz archive holding TissueNet's ``X`` array (a broken file is left to the image reader)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return "X" in archive.files
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
 
 
 # --- scribbles ---------------------------------------------------------------------------------

@@ -61,7 +61,6 @@ IMAGES_LOCK_FILE = ".images.lock"  # held while a new image's name is chosen and
 PROJECTS_DIR = "projects"
 META_FILE = "project.json"
 SETTINGS_FILE = "settings.json"
-LABEL_MARKERS = ("_labels", "_label", "_masks", "_mask")  # "<image>_masks.tif" holds the labels of "<image>.tif"
 DEFAULT_COLORS = ("#00ff00", "#0080ff", "#ff0000", "#ffff00", "#ff00ff", "#00ffff", "#ffffff")
 DEFAULT_CONTRAST = (1.0, 99.8)
 MAX_NAME_LENGTH = 100
@@ -587,21 +586,12 @@ class Project:
     # --- importing folders -----------------------------------------------------------------------
 
     def import_folder(self, path: str | Path) -> tuple[list[str], list[InputError]]:
-        """Import a TissueNet ``.npz``, a Cellpose folder (``*_img`` / ``*_masks``), a folder of images
-        (``<name>_labels.*`` / ``<name>_masks.*`` beside an image become its labels) or one image file.
+        """Import a TissueNet ``.npz``, a Cellpose folder, a folder of images with their labels or one image file
+        (what each holds: :func:`impartial.io.import_samples`).
 
         Same rules as uploads: good files go in, each bad one gives an InputError. Returns (names, errors).
         """
-        path = Path(path)
-        if path.is_file() and path.suffix.lower() == ".npz" and _is_tissuenet(path):
-            return self._add_samples(_tissuenet_samples(path))
-        if path.is_dir() and any(path.glob("*_img.*")):
-            return self._add_samples(io.read_cellpose_folder(path))
-        if path.is_dir():
-            return self._add_samples(_folder_samples(path))
-        if path.is_file():
-            return self._add_samples([(path.name, path, None)])
-        raise InputError("no such file or folder", path)
+        return self._add_samples(io.import_samples(path))
 
     def _add_samples(self, samples: Iterable[tuple[str, Path | np.ndarray, Path | np.ndarray | None]]
                      ) -> tuple[list[str], list[InputError]]:
@@ -945,37 +935,6 @@ def _uploaded(filename: str, data: bytes) -> Iterator[Path]:
         path = Path(folder) / f"upload{Path(safe_name(filename)).suffix.lower()}"
         path.write_bytes(data)
         yield path
-
-
-def _label_target(stem: str) -> str | None:
-    """For ``cells_01_masks`` the image stem ``cells_01``; None when the stem names no label file."""
-    for marker in LABEL_MARKERS:
-        if stem.endswith(marker) and len(stem) > len(marker):
-            return stem[: -len(marker)]
-    return None
-
-
-def _folder_samples(folder: Path) -> list[tuple[str, Path, Path | None]]:
-    """(file name, image file, its label file or None) for the image files of a plain folder."""
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in io.IMAGE_SUFFIXES and not p.name.startswith("."))
-    label_files = {_label_target(p.stem): p for p in files if _label_target(p.stem)}
-    return [(p.name, p, label_files.get(p.stem)) for p in files if not _label_target(p.stem)]
-
-
-def _tissuenet_samples(path: Path) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-    """TissueNet samples named ``<file>_000``, ... with their whole-cell labels (the first label map)."""
-    return [(f"{path.stem}_{index:03d}", image, None if labels is None else labels[0])
-            for index, (image, labels) in enumerate(io.read_tissuenet_npz(path))]
-
-
-def _is_tissuenet(path: Path) -> bool:
-    """True for an npz archive holding TissueNet's ``X`` array (a broken file is left to the image reader)."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return "X" in archive.files
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return False
 
 
 # --- the demo ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from PIL import Image
 from impartial.config import RunConfig, TaskConfig, vectra_tasks
 from impartial.errors import InputError
 from impartial.io import (
+    import_samples,
     label_image_from_scribbles,
     normalize_percentile,
     read_cellpose_folder,
@@ -237,6 +238,16 @@ def test_tissuenet_npz(tmp_path):
     assert label.shape == (2, 4, 5) and label.dtype == np.int32 and np.count_nonzero(label[0] == 7) == 4
     np.savez(tmp_path / "x.npz", X=images)
     assert all(label is None for _, label in read_tissuenet_npz(tmp_path / "x.npz"))
+
+
+def test_import_samples_pairs_a_folders_images_with_their_label_files(tmp_path):
+    for name in ("a.tif", "a_masks.tif", "b.png", "c_labels.png", ".hidden.tif", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")  # discovery goes by names; the files are read on import
+    found = [(name, image.name, labels and labels.name) for name, image, labels in import_samples(tmp_path)]
+    assert found == [("a.tif", "a.tif", "a_masks.tif"), ("b.png", "b.png", None)]  # c_labels has no image
+    assert import_samples(tmp_path / "b.png") == [("b.png", tmp_path / "b.png", None)]
+    with pytest.raises(InputError, match="no such file or folder"):
+        import_samples(tmp_path / "missing")
 
 
 def test_cellpose_folder_pairs_images_with_masks(tmp_path):
