@@ -23,6 +23,7 @@ from PIL import Image
 
 from .config import RunConfig
 from .errors import InputError
+from .scribbles import scribbles_from_label_image
 from .storage import atomic_path, write_text
 
 MAX_SIDE = 16384
@@ -481,22 +482,6 @@ def _read_scribble_npz(path: Path, expected: tuple[int, int, int]) -> tuple[np.n
     if val_mask is not None and val_mask.shape != expected[:2]:
         raise InputError(f"val_mask has shape {val_mask.shape}, expected {expected[:2]}", path)
     return scribbles.astype(np.uint8), None if val_mask is None else val_mask.astype(bool)
-
-
-def _scribble_codes(n_classes: int) -> np.ndarray:
-    """Label-image value of each scribble map: classes are 2..n_classes + 1, the background map (last) is 1."""
-    return np.array([*range(2, n_classes + 2), 1])
-
-
-def scribbles_from_label_image(label_image: np.ndarray, n_classes: int) -> np.ndarray:
-    """(H, W) scribble label image (0 none, 1 background, k + 1 class k) -> (H, W, n_classes + 1) uint8 maps."""
-    return (label_image[..., np.newaxis] == _scribble_codes(n_classes)).astype(np.uint8)
-
-
-def label_image_from_scribbles(scribbles: np.ndarray) -> np.ndarray:
-    """(H, W, n_classes + 1) scribble maps -> (H, W) uint8 label image; a pixel in several maps takes the first."""
-    codes = _scribble_codes(scribbles.shape[-1] - 1)
-    return np.where(scribbles.any(axis=-1), codes[np.argmax(scribbles, axis=-1)], 0).astype(np.uint8)
 
 
 # --- files.csv ---------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Automatic scribbles from ground truth, the validation box, and scribble statistics.
 
 Scribbles use the method's layout (H, W, S) uint8 0/1: for each task in order one map per class,
-then one background map. Converting to and from a single-task label image lives in
-:mod:`impartial.io` (``scribbles_from_label_image`` / ``label_image_from_scribbles``).
+then one background map; ``scribbles_from_label_image`` / ``label_image_from_scribbles`` convert one task's
+maps to and from a label image (0 none, 1 background, k + 1 class k).
 
 Automatic scribbles imitate an annotator working box by box: pick a random cell not yet
 scribbled, open a box around it, and draw in that box a thin foreground stroke in every cell it
@@ -27,6 +27,22 @@ from .errors import InputError
 BAND = 4  # px: width of the background band around cells whose skeleton is the background stroke
 RING_DEPTH = 3  # px: how far inside a cell's border its ring stroke runs
 MARGIN = BAND + 2  # px of context around the cells of a box, so the band is complete inside the box
+
+
+def _scribble_codes(n_classes: int) -> np.ndarray:
+    """Label-image value of each scribble map: classes are 2..n_classes + 1, the background map (last) is 1."""
+    return np.array([*range(2, n_classes + 2), 1])
+
+
+def scribbles_from_label_image(label_image: np.ndarray, n_classes: int) -> np.ndarray:
+    """(H, W) scribble label image (0 none, 1 background, k + 1 class k) -> (H, W, n_classes + 1) uint8 maps."""
+    return (label_image[..., np.newaxis] == _scribble_codes(n_classes)).astype(np.uint8)
+
+
+def label_image_from_scribbles(scribbles: np.ndarray) -> np.ndarray:
+    """(H, W, n_classes + 1) scribble maps -> (H, W) uint8 label image; a pixel in several maps takes the first."""
+    codes = _scribble_codes(scribbles.shape[-1] - 1)
+    return np.where(scribbles.any(axis=-1), codes[np.argmax(scribbles, axis=-1)], 0).astype(np.uint8)
 
 
 def auto_scribbles(class_labels: list[list[np.ndarray]], fraction: float, seed: int = 0, box: int = 32,

@@ -15,7 +15,6 @@ from impartial.config import RunConfig, TaskConfig, vectra_tasks
 from impartial.errors import InputError
 from impartial.io import (
     import_samples,
-    label_image_from_scribbles,
     normalize_percentile,
     read_cellpose_folder,
     read_files_csv,
@@ -24,7 +23,6 @@ from impartial.io import (
     read_roi_zip,
     read_scribbles,
     read_tissuenet_npz,
-    scribbles_from_label_image,
     write_files_csv,
     write_image_tiff,
 )
@@ -263,14 +261,6 @@ def test_cellpose_folder_pairs_images_with_masks(tmp_path):
 
 
 # --- scribbles ---------------------------------------------------------------------------------
-
-def test_scribble_label_image_conversion_by_hand():
-    label_image = np.array([[0, 1, 2, 3]], np.uint8)  # none, background, class 1, class 2
-    scribbles = scribbles_from_label_image(label_image, n_classes=2)
-    expected = np.array([[[0, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]]], np.uint8)  # maps: class 1, class 2, bg
-    np.testing.assert_array_equal(scribbles, expected)
-    np.testing.assert_array_equal(label_image_from_scribbles(scribbles), label_image)
-
 
 def test_read_scribbles_from_npz_with_val_mask(tmp_path):
     config = RunConfig(tasks=vectra_tasks())  # S = 2 + 3

@@ -6,7 +6,15 @@ from scipy import ndimage
 
 from impartial.config import preset_config
 from impartial.errors import InputError
-from impartial.scribbles import auto_scribbles, scribble_counts, scribble_table, sparse_scribbles, validation_box
+from impartial.scribbles import (
+    auto_scribbles,
+    label_image_from_scribbles,
+    scribble_counts,
+    scribble_table,
+    scribbles_from_label_image,
+    sparse_scribbles,
+    validation_box,
+)
 from impartial.synthetic import class_labels, make_tissue
 
 
@@ -204,3 +212,11 @@ def test_sparse_scribbles_draw_short_strokes_in_a_few_cells_and_a_little_backgro
     assert len(np.unique(cells[scribbles[..., 0] > 0])) == 3  # three different cells
     background = scribbles[..., 1] > 0
     assert background.any() and not (cells[background] > 0).any()
+
+
+def test_scribble_label_image_conversion_by_hand():
+    label_image = np.array([[0, 1, 2, 3]], np.uint8)  # none, background, class 1, class 2
+    scribbles = scribbles_from_label_image(label_image, n_classes=2)
+    expected = np.array([[[0, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]]], np.uint8)  # maps: class 1, class 2, bg
+    np.testing.assert_array_equal(scribbles, expected)
+    np.testing.assert_array_equal(label_image_from_scribbles(scribbles), label_image)
