@@ -87,8 +87,8 @@ def write_tiff_slide(path: Path, size: int, tiles: list[np.ndarray]) -> Path:
 
 def quick_run(folder: Path, minutes: float) -> Path:
     """The quick preset trained for ``minutes`` on three demo images (2 channels, whole cells)."""
-    from impartial.cli import load_training_set
     from impartial.config import preset_config
+    from impartial.dataset import load_training_set
     from impartial.demo import write_demo_dataset
     from impartial.train import Trainer
 

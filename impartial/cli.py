@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from .config import PRESETS, TASK_PRESETS, RunConfig, apply_overrides, preset_config
-from .dataset import TrainingImage
 from .errors import InputError
 from .storage import write_text
 
@@ -181,6 +180,7 @@ def run_scribbles(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .dataset import load_training_set
     from .train import Trainer
 
     config = config_from_args(args)
@@ -291,7 +291,8 @@ def run_predict_slides(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .io import read_files_csv, read_image, read_labels
+    from .dataset import read_files_csv
+    from .io import read_image, read_labels
     from .metrics import evaluate
     from .pipeline import segment
     from .runs import Run
@@ -323,25 +324,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-def load_training_set(files: Path, config: RunConfig) -> list[TrainingImage]:
-    """The ``train`` rows of a files.csv as normalised training images."""
-    from .io import read_files_csv, read_image, read_labels, read_scribbles
-
-    table = read_files_csv(files)
-    table = table[table["group"] == "train"]
-    if table.empty:
-        raise InputError("no rows with group 'train'", files)
-    dataset = []
-    for record in table.itertuples():
-        image = _normalize(read_image(record.image, n_channels=config.n_channels))
-        scribbles, val_mask = read_scribbles(record.scribbles, config, image.shape[1:])
-        labels = None
-        if "labels" in table and isinstance(record.labels, str) and record.labels:
-            labels = read_labels(record.labels, shape=image.shape[1:])
-        dataset.append(TrainingImage(Path(record.image).stem, image, scribbles, val_mask, labels))
-    return dataset
-
 
 def _normalize(image: np.ndarray) -> np.ndarray:
     from .io import normalize_percentile

@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from .config import TASK_PRESETS, RunConfig
+from .dataset import read_files_csv, write_files_csv
 from .errors import InputError
 from .export import save_label_tiff
-from .io import read_files_csv, read_image, read_labels, write_files_csv, write_image_tiff
+from .io import read_image, read_labels, write_image_tiff
 from .scribbles import auto_scribbles, scribble_table
 from .storage import write_npz, write_text
 from .synthetic import class_labels, make_tissue

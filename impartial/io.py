@@ -1,4 +1,4 @@
-"""Reading images, labels and scribbles from the formats users bring; writing files.csv and TIFFs.
+"""Reading images, labels and scribbles from the formats users bring, and what a folder holds; writing TIFFs.
 
 Every reader returns the package's layouts (see docs/architecture.md): images (C, H, W) float32 with raw
 intensities, instance labels (H, W) int32, scribbles (H, W, S) uint8. Anything a user can get wrong (a missing
@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import roifile
 import tifffile
 from PIL import Image
@@ -24,7 +23,7 @@ from PIL import Image
 from .config import RunConfig
 from .errors import InputError
 from .scribbles import scribbles_from_label_image
-from .storage import atomic_path, write_text
+from .storage import atomic_path
 
 MAX_SIDE = 16384
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
@@ -50,9 +49,6 @@ MAX_UNNAMED_CHANNELS = 8
 AREA_ROI_TYPES = (roifile.ROI_TYPE.POLYGON, roifile.ROI_TYPE.RECT, roifile.ROI_TYPE.OVAL,
                   roifile.ROI_TYPE.FREEHAND, roifile.ROI_TYPE.TRACED)
 
-FILES_COLUMNS = ("image", "scribbles", "labels", "group")
-METHOD_FILES_COLUMNS = ("prefix", "input_file", "input_dir")
-GROUPS = ("train", "test")
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -68,7 +64,7 @@ def read_image(path: str | Path, n_channels: int | None = None) -> np.ndarray:
         InputError: missing, unreadable or unsupported file; ``n_channels`` given and different; empty or
             constant image; NaN / infinite pixels; more than ``MAX_PIXELS`` pixels.
     """
-    path = _existing(path)
+    path = existing_file(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         raise InputError("plain .npy files are not accepted; save the image in an .npz as 'image' (H, W, C)", path)
@@ -227,7 +223,7 @@ def read_labels(path: str | Path, shape: tuple[int, int] | None = None) -> np.nd
     Raises:
         InputError: unreadable file; negative or non-integer values; shape different from ``shape``.
     """
-    path = _existing(path)
+    path = existing_file(path)
     if path.suffix.lower() == ".zip":
         if shape is None:
             raise InputError("an ROI zip needs the image size to become a label image", path)
@@ -282,7 +278,7 @@ def read_roi_zip(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     the area of pixel-traced outlines exactly. Where ROIs overlap the later one wins. Composite ROIs count
     pixels inside an odd number of their polygons.
     """
-    path = _existing(path)
+    path = existing_file(path)
     _check_roi_sizes(path)
     with _reading(path):
         rois = roifile.ImagejRoi.fromfile(path)
@@ -347,7 +343,7 @@ def read_tissuenet_npz(path: str | Path) -> list[tuple[np.ndarray, np.ndarray | 
     Returns one (image (C, H, W) float32, labels (2, H, W) int32 whole-cell then nuclear, or None) per image;
     channels stay in the file's order (TissueNet: nuclear, then membrane).
     """
-    path = _existing(path)
+    path = existing_file(path)
     with _reading(path), np.load(path, allow_pickle=False) as archive:
         if "X" not in archive:
             raise InputError(f"no array 'X' (found {', '.join(archive.files) or 'none'})", path)
@@ -448,7 +444,7 @@ def read_scribbles(path: str | Path, config: RunConfig,
     Raises:
         InputError: wrong shape, values out of range, a label image for several tasks, or no scribble at all.
     """
-    path = _existing(path)
+    path = existing_file(path)
     expected = (*shape, config.n_scribble_channels)
     if path.suffix.lower() == ".npz":
         scribbles, val_mask = _read_scribble_npz(path, expected)
@@ -484,87 +480,10 @@ def _read_scribble_npz(path: Path, expected: tuple[int, int, int]) -> tuple[np.n
     return scribbles.astype(np.uint8), None if val_mask is None else val_mask.astype(bool)
 
 
-# --- files.csv ---------------------------------------------------------------------------------
-
-def read_files_csv(path: str | Path) -> pd.DataFrame:
-    """Read a files.csv listing the images of a data set.
-
-    Columns: ``image`` (required), ``scribbles`` (required on train rows), ``labels`` (optional), ``group``
-    (``train`` or ``test``, default ``train``); other columns are kept. Paths are resolved against the csv's
-    folder and must exist; blank optional paths are missing values (test with ``pandas.isna``).
-
-    Raises:
-        InputError: unreadable csv, missing ``image`` column, unknown group or missing file, naming the row.
-    """
-    path = _existing(path)
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read the csv: {error}", path) from error
-    if "image" not in table:
-        raise InputError(f"needs an 'image' column (found: {', '.join(table.columns) or 'none'})", path)
-    table = table.copy()
-    for column in ("scribbles", "labels"):
-        if column not in table:
-            table[column] = ""
-    if "group" not in table:
-        table["group"] = "train"
-    table["group"] = table["group"].str.strip().replace("", "train")
-    for row, record in enumerate(table.itertuples(index=False), start=1):
-        _check_files_row(record, row, path)
-    for column in ("image", "scribbles", "labels"):
-        table[column] = [_resolve(value, path.parent) for value in table[column]]
-    return table
-
-
-def _check_files_row(record, row: int, csv_path: Path) -> None:
-    if record.group not in GROUPS:
-        raise InputError(f"row {row}: group '{record.group}' must be 'train' or 'test'", csv_path)
-    if not record.image.strip():
-        raise InputError(f"row {row}: no image", csv_path)
-    if record.group == "train" and not record.scribbles.strip():
-        raise InputError(f"row {row}: a training image needs a scribbles file", csv_path)
-    for column in ("image", "scribbles", "labels"):
-        file = _resolve(getattr(record, column), csv_path.parent)
-        if file is not None and not Path(file).is_file():
-            raise InputError(f"row {row}: {column} file not found: {file}", csv_path)
-
-
-def _resolve(value: str, folder: Path) -> str | None:
-    value = value.strip()
-    return str((folder / value).resolve()) if value else None
-
-
-def write_files_csv(path: str | Path, rows: list[dict]) -> None:
-    """Atomically write a files.csv that :func:`read_files_csv` reads back.
-
-    Each row needs ``image`` and may have ``scribbles``, ``labels`` and ``group`` (default ``train``). Paths inside
-    the csv's folder are written relative to it. The method's columns ``prefix``, ``input_file`` and
-    ``input_dir`` are written too, so its tools can read the file.
-    """
-    path = Path(path)
-    folder = path.parent.resolve()
-    records = []
-    for row in rows:
-        image = _relative(row["image"], folder)
-        record = {"image": image, "scribbles": _relative(row.get("scribbles"), folder),
-                  "labels": _relative(row.get("labels"), folder), "group": row.get("group") or "train",
-                  "prefix": Path(image).stem, "input_file": Path(image).name, "input_dir": str(Path(image).parent)}
-        records.append(record)
-    table = pd.DataFrame(records, columns=[*FILES_COLUMNS, *METHOD_FILES_COLUMNS])
-    write_text(path, table.to_csv(index=False))
-
-
-def _relative(file: str | Path | None, folder: Path) -> str:
-    if file is None or str(file) == "":
-        return ""
-    file = Path(file).resolve()
-    return file.relative_to(folder).as_posix() if file.is_relative_to(folder) else str(file)
-
-
 # --- helpers -----------------------------------------------------------------------------------
 
-def _existing(path: str | Path) -> Path:
+def existing_file(path: str | Path) -> Path:
+    """``path`` as a Path; InputError "file not found" when it is not a file."""
     path = Path(path)
     if not path.is_file():
         raise InputError("file not found", path)
