@@ -60,6 +60,9 @@ def problem_with(name: str, section: tuple[str, ...]) -> str | None:
         parts = parts[1:]
     if parts[0] in CONFIG_SECTIONS and len(parts) == 2:  # a setting, like train.precision
         return None if hasattr(getattr(RunConfig(), parts[0]), parts[1]) else f"no setting {name}"
+    if parts[0] == "dashboard":  # the Streamlit helpers: dashboard.<module>.<name>
+        module = importlib.import_module(".".join(parts[:2]))
+        return None if hasattr(module, parts[2]) else f"{name} is not in {module.__name__}"
     elsewhere = parts[0] not in MODULES and importlib.util.find_spec(parts[0]) is not None
     if parts[0] in OUTSIDE or hasattr(builtins, parts[0]) or elsewhere:
         return None  # torch.load, os.replace, distributed.Client ...
@@ -101,4 +104,5 @@ def test_a_name_in_the_wrong_module_is_caught():
     assert problem_with("pick_device", ("model",)) is not None  # lives in device.py
     assert problem_with("io.read_files_csv", ()) is not None
     assert problem_with("train.presicion", ()) is not None
+    assert problem_with("dashboard.state.user_error", ()) is not None
     assert problem_with("read_files_csv", ("dataset",)) is None
