@@ -68,6 +68,11 @@ def colormap(values: np.ndarray, vmax: float = 1.0, colorscale: str = "Inferno")
     return _lookup_table(colorscale)[index.astype(np.uint8)]
 
 
+def colour_bar(colorscale: str = "Inferno", height: int = 12) -> np.ndarray:
+    """(height, 256, 3) uint8 picture of a colour map from 0 (left) to 1 (right), for a legend."""
+    return colormap(np.linspace(0.0, 1.0, 256)[None].repeat(height, axis=0), colorscale=colorscale)
+
+
 def blend(rgb: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
     """Mix two (H, W, 3) uint8 images: ``opacity`` of ``overlay`` over ``rgb``."""
     mixed = (1.0 - opacity) * rgb.astype(np.float32) + opacity * overlay.astype(np.float32)

@@ -13,6 +13,7 @@ never started, listed by :func:`lost_requests` to be queued again or discarded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -37,7 +38,8 @@ from impartial.scribbles import missing_sides
 from impartial.storage import write_json
 from impartial.train import Trainer, TrainingEvent
 
-from .render import colormap, loss_figure
+from .images import project_composite
+from .render import blend, colormap, colour_bar, loss_figure
 from .state import data_root, job_manager, job_owner, user
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ def _read_requests(project_dir: Path) -> list[QueuedRequest]:
     return sorted(requests, key=lambda request: request.created)
 
 
+PREVIEW_OPACITY = 0.7  # the probability's colours over the image in the training preview
 LIVE_LABEL = "live"  # the label of live-mode jobs (see impartial.live)
 
 
@@ -140,7 +143,8 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
                 if live and preview_name:
                     set_focus(folder, preview_name)
                 trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
-                                  init_from=init_from, preview_image=preview, stop_event=ctx.stop_event,
+                                  init_from=init_from, preview_image=preview, preview_name=preview_name or "",
+                                  stop_event=ctx.stop_event,
                                   device=device, annotation_minutes=project.annotation_minutes(),
                                   live=ProjectLiveData(project, config, folder) if live else None)
                 run = trainer.run()
@@ -454,7 +458,7 @@ def _panel(project: Project, job_id: str | None, outside_run: str | None = None)
         return
     run_dir = job.progress.get("run_dir")
     if run_dir:
-        run_view(Path(run_dir), job.progress)
+        run_view(project, Path(run_dir), job.progress)
     elif job.progress.get("kind") == "waiting":
         st.info(job.progress["message"], icon=":material/hourglass_top:")
     if job.cancel_requested:
@@ -470,10 +474,10 @@ def _last_outcome(project: Project) -> None:
         st.error(f"Training failed: {jobs[0].error}", icon=":material/error:")
     runs = project.runs()
     if runs:
-        run_view(runs[0].dir)
+        run_view(project, runs[0].dir)
 
 
-def run_view(run_dir: Path, progress: dict[str, Any] | None = None) -> None:
+def run_view(project: Project, run_dir: Path, progress: dict[str, Any] | None = None) -> None:
     """Progress bar, times, loss curves and the latest preview of one run folder."""
     status = read_status(run_dir)
     latest = {**status, **(progress or {})}  # the job's own report is fresher than the file
@@ -492,18 +496,26 @@ def run_view(run_dir: Path, progress: dict[str, Any] | None = None) -> None:
         else:
             st.caption("Loss curves appear after the first epoch.")
     with preview:
-        show_preview(run_dir)
+        show_preview(project, run_dir)
 
 
-def show_preview(run_dir: Path) -> None:
-    """The trainer's latest preview prediction (probability of each class) as images."""
+def show_preview(project: Project, run_dir: Path) -> None:
+    """The trainer's latest preview: the probability of each class in a colour map over the image (when the
+    preview names a project image of its size), with the colour bar."""
     preview = read_preview(run_dir)
     if preview is None:  # none yet, or being replaced right now: the next refresh shows it
         st.caption("The preview appears after the first epoch.")
         return
+    under = None
+    if preview.image in project.images() and project.image_shape(preview.image) == preview.probabilities.shape[1:]:
+        with contextlib.suppress(InputError):
+            under = project_composite(project, preview.image)
     for name, probability in zip(preview.class_names, preview.probabilities, strict=True):
-        st.image(colormap(probability), caption=f"Preview after epoch {preview.epoch}: probability of {name}",
-                 width="stretch")
+        shown = colormap(probability) if under is None else blend(under, colormap(probability), PREVIEW_OPACITY)
+        st.image(shown, caption=f"Preview after epoch {preview.epoch}: probability of {name}"
+                                + (f" over {preview.image}" if under is not None else ""), width="stretch")
+    st.image(colour_bar(), width="stretch")
+    st.caption("Colour bar: probability 0 (left) to 1 (right).")
 
 
 def run_label(info: RunInfo) -> str:

@@ -272,6 +272,7 @@ class Trainer:
         on_event: called from the training thread with every :class:`TrainingEvent`.
         init_from: an earlier run folder to fine-tune from (the iterative loop).
         preview_image: (C, H, W) normalised image predicted every ``preview_every`` epochs.
+        preview_name: the preview image's name, kept with the preview (to show it over the image).
         stop_event: set it (from any thread) to stop after the current batch.
         device: where to train; defaults to ``config.train.device`` (the job manager passes each job's GPU).
         annotation_minutes: the time spent scribbling so far, when the caller knows it (the learning curve).
@@ -282,6 +283,7 @@ class Trainer:
     def __init__(self, config: RunConfig, dataset: list[TrainingImage], run_dir: str | Path,
                  on_event: Callable[[TrainingEvent], None] | None = None, init_from: str | Path | None = None,
                  preview_image: np.ndarray | None = None, stop_event: threading.Event | None = None,
+                 preview_name: str = "",
                  device: torch.device | None = None, annotation_minutes: float | None = None,
                  live: LiveData | None = None) -> None:
         self.run_dir = Path(run_dir)
@@ -292,7 +294,7 @@ class Trainer:
         self.dataset = [self._with_validation_box(item) for item in dataset]
         self.on_event = on_event or (lambda event: None)
         self.init_from = None if init_from is None else Path(init_from)
-        self.preview_image = preview_image
+        self.preview_image, self.preview_name = preview_image, preview_name
         self.stop_event = stop_event or threading.Event()
         self.device = device or pick_device(self.config.train.device)
         self.compute_dtype = compute_dtype(self.config.train.precision, self.device)
@@ -409,7 +411,7 @@ class Trainer:
     def _maybe_preview(self, model: UNet, progress: _Progress) -> None:
         every = self.config.train.preview_every
         target = self.live.preview() if self.live is not None else (
-            None if self.preview_image is None else ("", self.preview_image))
+            None if self.preview_image is None else (self.preview_name, self.preview_image))
         if target is None or not every or (progress.epoch != 1 and progress.epoch % every):
             return
         name, image = target

@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard import images
 from dashboard.annotate import HEAT_OPACITY, Overlay, brushes_for
 from dashboard.canvas import brush_counts, scribble_canvas
-from dashboard.render import colormap
+from dashboard.render import colour_bar
 from dashboard.state import PAGES, damaged_images, job_owner, require_project, show_input_errors
 from dashboard.training import live_job, runs_with_checkpoints, stop_job, submit_training, training_in_progress
 from impartial.config import CELL_CLASSES
@@ -144,7 +144,7 @@ with board:
     canvas_and_counts()
     if overlay.heat is not None or live_job(project) is not None:
         legend, words = st.columns([1, 3], vertical_alignment="center")
-        legend.image(colormap(np.linspace(0.0, 1.0, 256)[None].repeat(12, axis=0)), width="stretch")
+        legend.image(colour_bar(), width="stretch")
         words.caption(f"Colour overlay ({HEAT_OPACITY:.0%} opacity), from left 0 to right 1: with live mode the cell "
                       "probability; otherwise the last run's entropy (1 = it cannot tell the classes apart: scribble "
                       "where it is bright).")
