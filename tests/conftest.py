@@ -5,9 +5,8 @@ import os
 import pytest
 import torch
 
-from factories import scribbled_images, tiny_config
+from factories import scribbled_images, serve_data_root, tiny_config, tiny_project_run
 from impartial.project import create_demo_project
-from impartial.train import Trainer
 
 # Tests run beside other work on small machines; one thread keeps them predictable.
 torch.set_num_threads(int(os.environ.get("IMPARTIAL_TEST_THREADS", "1")))
@@ -23,9 +22,7 @@ def small_dataset():
 @pytest.fixture
 def data_root(tmp_path, monkeypatch):
     """A fresh data root for the dashboard, access control off."""
-    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("IMPARTIAL_DATA", str(tmp_path))
+    serve_data_root(monkeypatch, tmp_path)
     return tmp_path
 
 
@@ -35,20 +32,12 @@ def trained_runs(tmp_path_factory):
     (data root, run id with cores, run id without)."""
     root = tmp_path_factory.mktemp("trained")
     project = create_demo_project(root, n_images=2, size=96)
-    ids = []
-    for separation, overrides in ((True, {"train.epochs": 20, "train.lr": 0.01}), (False, {})):
-        config = project.config_defaults()
-        tiny = tiny_config(**overrides)
-        config.model, config.train, config.predict = tiny.model, tiny.train, tiny.predict
-        config.train.prior, config.separation = False, separation  # no shipped weights: the test is self-contained
-        ids.append(Trainer(config, project.training_set(config), project.new_run_dir()).run().dir.name)
-    return root, *ids
+    return (root, tiny_project_run(project, separation=True, **{"train.epochs": 20, "train.lr": 0.01}),
+            tiny_project_run(project, separation=False))
 
 
 @pytest.fixture
 def trained_root(trained_runs, monkeypatch):
     """The trained demo project's data root as the app's, access control off."""
-    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("IMPARTIAL_DATA", str(trained_runs[0]))
+    serve_data_root(monkeypatch, trained_runs[0])
     return trained_runs

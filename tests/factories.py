@@ -5,6 +5,7 @@ from impartial.dataset import TrainingImage
 from impartial.io import normalize_percentile
 from impartial.scribbles import auto_scribbles
 from impartial.synthetic import class_labels, make_tissue
+from impartial.train import Trainer
 
 
 def tiny_config(tasks: str = "whole_cell", **overrides) -> RunConfig:
@@ -27,3 +28,23 @@ def scribbled_images(config: RunConfig, seeds=(1, 2), size: int = 96,
         images.append(TrainingImage(f"img{seed}", normalize_percentile(tissue.image), scribbles, val_mask,
                                     tissue.cells))
     return images
+
+
+def tiny_project_run(project, separation: bool | None = None, **overrides) -> str:
+    """Train a run of ``project`` on its settings with :func:`tiny_config`'s network and schedule (``overrides``
+    on top), without the shipped prior (the test stays self-contained); returns the run id. ``separation``: the
+    cell-core output on or off, None = the project's setting."""
+    config = project.config_defaults()
+    tiny = tiny_config(**overrides)
+    config.model, config.train, config.predict = tiny.model, tiny.train, tiny.predict
+    config.train.prior = False
+    if separation is not None:
+        config.separation = separation
+    return Trainer(config, project.training_set(config), project.new_run_dir()).run().dir.name
+
+
+def serve_data_root(monkeypatch, root) -> None:
+    """Make ``root`` the dashboard's data root (``$IMPARTIAL_DATA``) with access control off, for this test."""
+    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("IMPARTIAL_DATA", str(root))

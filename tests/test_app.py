@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.render import composite
 from dashboard.training import epoch_count, progress_fraction
+from factories import serve_data_root
 from impartial.config import RunConfig
 from impartial.project import create_demo_project, open_project
 from impartial.runs import Run
@@ -293,9 +294,7 @@ def test_the_device_queue_hides_other_users_private_projects_and_names():
 def test_results_leave_a_damaged_image_out_and_say_so(trained_runs, tmp_path, monkeypatch):
     root = tmp_path / "copy"
     shutil.copytree(trained_runs[0], root)  # the module's runs stay whole for the other tests
-    monkeypatch.setenv("IMPARTIAL_DATA", str(root))
-    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
-        monkeypatch.delenv(variable, raising=False)
+    serve_data_root(monkeypatch, root)
     image = root / "projects" / "demo" / "images" / "tissue_1.tif"
     image.write_bytes(image.read_bytes()[:200])
     app = results_for(trained_runs[1])

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import training
 from dashboard.training import discard_request, lost_requests, queue_again, stop_job, submit_training
+from factories import serve_data_root
 from impartial.config import RunConfig
 from impartial.jobs import JobContext, JobManager
 from impartial.project import create_demo_project
@@ -39,9 +40,7 @@ class FakeTrainer:
 @pytest.fixture
 def root(tmp_path, monkeypatch):
     """A fresh data root, access control off, and no real training."""
-    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("IMPARTIAL_DATA", str(tmp_path))
+    serve_data_root(monkeypatch, tmp_path)
     monkeypatch.setattr(training, "Trainer", FakeTrainer)
     FakeTrainer.runs = []
     FakeTrainer.started.clear()

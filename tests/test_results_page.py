@@ -11,10 +11,9 @@ import pytest
 import tifffile
 from streamlit.testing.v1 import AppTest
 
-from factories import tiny_config
+from factories import serve_data_root, tiny_project_run
 from impartial.project import create_demo_project
 from impartial.runs import checkpoint_paths, read_status, write_status
-from impartial.train import Trainer
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT_S = 60
@@ -26,21 +25,13 @@ def barely_trained(tmp_path_factory):
     background yet; and a longer run whose checkpoint differs."""
     root = tmp_path_factory.mktemp("results")
     project = create_demo_project(root, n_images=2, size=96)
-    ids = []
-    for epochs in (1, 6):
-        config = project.config_defaults()
-        tiny = tiny_config(**{"train.epochs": epochs, "train.lr": 0.01})
-        config.model, config.train, config.predict = tiny.model, tiny.train, tiny.predict
-        config.train.prior = False
-        ids.append(Trainer(config, project.training_set(config), project.new_run_dir()).run().dir.name)
+    ids = [tiny_project_run(project, **{"train.epochs": epochs, "train.lr": 0.01}) for epochs in (1, 6)]
     return root, project.dir, *ids
 
 
 @pytest.fixture
 def app_root(barely_trained, monkeypatch):
-    for variable in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("IMPARTIAL_DATA", str(barely_trained[0]))
+    serve_data_root(monkeypatch, barely_trained[0])
     return barely_trained
 
 
@@ -154,3 +145,20 @@ def test_the_threshold_says_what_it_yields_and_compared_runs_share_it(app_root):
     assert any("All at cell probability threshold 0.30" in text for text in (e.value for e in app.caption))
     compared = [caption for image in app.image for caption in image.captions if caption.startswith(first)]
     assert compared and re.fullmatch(rf"{first}: \d+ cells", compared[0])
+
+
+def picture_url(app: AppTest) -> str:
+    """Where the outlined picture is served from: another picture, another address."""
+    return app.image[0].proto.imgs[0].url
+
+
+def test_channels_can_be_hidden_and_labels_outlined_on_the_results_picture(app_root):
+    _, _, _, second = app_root
+    app = results("demo", second)
+    before = picture_url(app)
+    next(box for box in app.checkbox if box.key == "results-show-0").uncheck().run()
+    assert not app.exception, app.exception
+    hidden = picture_url(app)
+    assert hidden != before  # the picture changed at once, nothing saved
+    next(box for box in app.checkbox if box.label.startswith("Outlines of the labels")).check().run()
+    assert picture_url(app) not in (before, hidden)
