@@ -26,13 +26,10 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -42,6 +39,9 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from impartial.config import apply_overrides  # noqa: E402
 from impartial.project import create_demo_project  # noqa: E402
 from impartial.train import Trainer  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests" / "browser"))
+from dashboard_server import start_dashboard, stop_dashboard  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -67,40 +67,6 @@ def prepare(data_root: Path, sessions: int, own_projects: bool, size: int) -> li
     for name in names:
         shutil.copytree(project.dir, project.dir.with_name(name))
     return names
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(app_root: Path, data_root: Path, log: Path, options: list[str]) -> tuple[subprocess.Popen, str]:
-    """``streamlit run app.py`` of ``app_root`` over ``data_root``, with ``NAME=VALUE`` Streamlit ``options``;
-    returns the process and its URL."""
-    port = free_port()
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE")}
-    environment["PYTHONPATH"] = str(app_root)  # the served checkout's packages, not this one's
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port), "--browser.gatherUsageStats", "false",
-               *[part for option in options for part in (f"--{option.partition('=')[0]}", option.partition("=")[2])],
-               "--", "--data-root", str(data_root)]
-    with log.open("w") as output:
-        server = subprocess.Popen(command, cwd=app_root, stdout=output, stderr=subprocess.STDOUT, env=environment)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the dashboard exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return server, url
-        except OSError:
-            time.sleep(0.5)
-    server.terminate()
-    raise RuntimeError(f"the dashboard did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
 class Session:
@@ -198,15 +164,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-results-") as folder:
         work = Path(folder)
         projects = prepare(work / "data", args.sessions, args.own_projects, args.size)
-        server, url = start_server(args.app_root.resolve(), work / "data", work / "server.log", args.option)
+        app_root = args.app_root.resolve()
+        server, url = start_dashboard(app_root, work / "data", work / "server.log", START_TIMEOUT_S, args.option,
+                                      {"PYTHONPATH": str(app_root)})  # the served checkout's packages, not this one's
         try:
             results = asyncio.run(measure(url, projects, args.reruns, not args.no_training))
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_dashboard(server)
         errors = [line for line in (work / "server.log").read_text().splitlines() if "Traceback" in line]
     print(f"app {args.app_root}, {args.sessions} sessions on "
           f"{'their own projects' if args.own_projects else 'one project'}, "

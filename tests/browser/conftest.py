@@ -1,40 +1,16 @@
 """A live dashboard server and a headless Chromium page for the browser tests."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from dashboard_server import start_dashboard, stop_dashboard
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 START_TIMEOUT_S = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_health(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the dashboard exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"the dashboard did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
@@ -46,26 +22,12 @@ def dashboard_data_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def dashboard_url(dashboard_data_root):
     """Start ``streamlit run app.py`` on a free port over a fresh data root; yields its URL."""
-    work = dashboard_data_root.parent
-    port = _free_port()
-    log = work / "server.log"
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in ("IMPARTIAL_PASSWORD", "IMPARTIAL_USERS", "IMPARTIAL_USERS_FILE")}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port), "--browser.gatherUsageStats", "false",
-               "--", "--data-root", str(dashboard_data_root)]
-    with log.open("w") as output:
-        server = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, env=environment)
-    url = f"http://127.0.0.1:{port}"
+    log = dashboard_data_root.parent / "server.log"
+    server, url = start_dashboard(ROOT, dashboard_data_root, log, START_TIMEOUT_S)
     try:
-        _wait_for_health(url, server, log)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_dashboard(server)
         print(f"--- dashboard log\n{log.read_text()[-4000:]}")
 
 
