@@ -30,6 +30,7 @@ from impartial.predict import Prediction, predict_image
 from impartial.project import Project
 from impartial.runs import Run, checkpoint_paths, result_files
 
+from .display import ChannelDisplay
 from .render import composite, heatmap, outline
 
 
@@ -49,15 +50,14 @@ def normalized(project: Project, name: str) -> np.ndarray:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _composite(project_dir: str, name: str, stamp: int, colors: tuple[str, ...],
-               contrast: tuple[tuple[float, float], ...]) -> np.ndarray:
-    return composite(_normalized(project_dir, name, stamp), list(colors), [list(pair) for pair in contrast])
+def _composite(project_dir: str, name: str, stamp: int, display: ChannelDisplay) -> np.ndarray:
+    return composite(_normalized(project_dir, name, stamp), list(display.colors),
+                     [list(pair) for pair in display.contrast], list(display.gammas))
 
 
-def project_composite(project: Project, name: str) -> np.ndarray:
-    """(H, W, 3) uint8 composite in the project's channel colours and contrast."""
-    contrast = tuple(tuple(pair) for pair in project.contrast)
-    return _composite(str(project.dir), name, project.image_stamp(name), tuple(project.colors), contrast)
+def project_composite(project: Project, name: str, display: ChannelDisplay | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 composite, in the project's channel colours and contrast unless ``display`` says otherwise."""
+    return _composite(str(project.dir), name, project.image_stamp(name), display or ChannelDisplay.of_project(project))
 
 
 @st.cache_resource(max_entries=16, show_spinner="Predicting with MC dropout ...")
@@ -185,12 +185,17 @@ def figure(run: Run, project: Project, name: str, which: str, title: str) -> go.
     return _figure(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name), which, title)
 
 
+LABEL_OUTLINE = "#00ffff"
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def _outlined(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int,
-              colors: tuple[str, ...], contrast: tuple[tuple[float, float], ...], threshold: float,
-              core_threshold: float, seeds: str, color: str, opacity: float) -> bytes:
+              display: ChannelDisplay, threshold: float, core_threshold: float, seeds: str, color: str,
+              opacity: float, labels_stamp: int | None) -> bytes:
     found = _segmentation(run_dir, run_key, project_dir, name, stamp, threshold, core_threshold, seeds)
-    picture = outline(_composite(project_dir, name, stamp, colors, contrast), found.cells, color, opacity)
+    picture = outline(_composite(project_dir, name, stamp, display), found.cells, color, opacity)
+    if labels_stamp is not None:
+        picture = outline(picture, Project(project_dir).load_labels(name), LABEL_OUTLINE, opacity)
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
@@ -198,13 +203,14 @@ def _outlined(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: st
 
 def outlined(run: Run, project: Project, name: str, threshold: float | None = None,
              core_threshold: float | None = None, seeds: str | None = None, color: str = "#ffff00",
-             opacity: float = 1.0) -> bytes:
-    """PNG of the project composite with the outline of every cell found with these thresholds (see
-    :func:`segmentation`) drawn in ``color`` at ``opacity``."""
-    contrast = tuple(tuple(pair) for pair in project.contrast)
+             opacity: float = 1.0, display: ChannelDisplay | None = None, labels: bool = False) -> bytes:
+    """PNG of the image's composite (``display``: the project's settings when None) with the outline of every cell
+    found with these thresholds (see :func:`segmentation`) in ``color`` at ``opacity``, and with ``labels`` the
+    outlines of the image's labels (when it has them) in ``LABEL_OUTLINE``."""
+    labels_stamp = project.annotation_stamp(name)[0] if labels else None
     return _outlined(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name),
-                     tuple(project.colors), contrast, *_thresholds(run, threshold, core_threshold, seeds), color,
-                     round(float(opacity), 3))
+                     display or ChannelDisplay.of_project(project), *_thresholds(run, threshold, core_threshold, seeds),
+                     color, round(float(opacity), 3), labels_stamp)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -19,21 +19,27 @@ def hex_to_rgb(color: str) -> np.ndarray:
     return np.array([int(value[index:index + 2], 16) for index in (0, 2, 4)], np.float32) / 255.0
 
 
-def composite(image: np.ndarray, colors: list[str], contrast: list[list[float]]) -> np.ndarray:
+def composite(image: np.ndarray, colors: list[str], contrast: list[list[float]],
+              gammas: list[float] | None = None) -> np.ndarray:
     """Additive colour composite of a multi-channel image.
 
     Args:
         image: (C, H, W) float32, normalised per channel.
-        colors: one ``#rrggbb`` per channel.
+        colors: one ``#rrggbb`` per channel (``#000000`` hides a channel).
         contrast: one ``[low, high]`` percentile pair per channel; intensities between them are stretched to [0, 1].
+        gammas: one exponent per channel applied to the stretched intensities (below 1 brightens faint signal);
+            None = 1 for all.
 
     Returns:
         (H, W, 3) uint8.
     """
+    gammas = [1.0] * len(image) if gammas is None else gammas
     rgb = np.zeros((*image.shape[1:], 3), np.float32)
-    for channel, color, (low, high) in zip(image, colors, contrast, strict=True):
+    for channel, color, (low, high), gamma in zip(image, colors, contrast, gammas, strict=True):
+        if color.lower() == "#000000":
+            continue
         lo, hi = np.percentile(channel, [low, high])
-        stretched = np.clip((channel - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+        stretched = np.clip((channel - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0) ** gamma
         rgb += stretched[..., None] * hex_to_rgb(color)
     return to_uint8(rgb)
 

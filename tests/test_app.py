@@ -212,7 +212,9 @@ def test_results_show_cell_cores_and_a_seed_slider_that_the_cells_follow(trained
 def test_results_of_a_run_without_cell_cores_have_no_seed_slider(trained_root):
     root, _, run_id = trained_root
     app = results_for(run_id)
-    assert [slider.label for slider in app.slider] == ["Cell probability threshold", "Outline opacity"]
+    labels = [slider.label for slider in app.slider]
+    assert labels[:2] == ["Cell probability threshold", "Outline opacity"]  # then the channel display's
+    assert "Seed (cell core) threshold" not in labels
     assert not {"Cell cores", "Variance: cell cores"} & set(chart_titles(app))
     assert "Variance: cell" in chart_titles(app)
     assert not any("seed threshold" in text for text in texts(app, "caption"))

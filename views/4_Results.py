@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import images, keys, outside
+from dashboard.display import display_controls
 from dashboard.state import PAGES, damaged_images, require_project, user_errors
 from dashboard.training import epoch_count, run_label, runs_with_checkpoints
 from dashboard.uploads import IMAGE_TYPES, add_uploads, show_upload_messages
@@ -116,6 +117,10 @@ if has_cores:
                                              "merges touching cells, higher splits them or misses faint ones. "
                                              "Starts at the run's validated threshold")
 opacity = slider_cols[-1].slider("Outline opacity", 0.0, 1.0, 0.9, step=0.05)
+has_labels = project.load_labels(name) is not None
+show_labels = slider_cols[-1].checkbox("Outlines of the labels (cyan)", disabled=not has_labels,
+                                       help=None if has_labels else "This image has no labels.")
+display = display_controls(project, "results")
 st.caption(threshold_note(run, has_cores))
 found = images.segmentation(run, project, name, threshold, core_threshold, seeds)
 foreground = float((sum(prediction.class_probabilities().values()) >= threshold).mean())
@@ -124,7 +129,8 @@ st.caption(f"At {threshold:.2f}, {foreground:.0%} of the image is foreground (ce
 show_findings(images.findings(run, project, name, threshold))
 
 picture, uncertainty = st.columns(2)
-picture.image(images.outlined(run, project, name, threshold, core_threshold, seeds, "#ffff00", opacity),
+picture.image(images.outlined(run, project, name, threshold, core_threshold, seeds, "#ffff00", opacity, display,
+                              show_labels and has_labels),
               caption=f"{name}: {int(found.cells.max())} cells found by run {run_id}", width="stretch")
 uncertainty.plotly_chart(images.figure(run, project, name, "entropy", "Entropy (uncertainty)"), theme=None)
 for class_name in prediction.class_probabilities():
@@ -162,7 +168,8 @@ if compared:
                "what they predict.")
     for column, other_id in zip(st.columns(len(compared) + 1), [run_id, *compared], strict=True):
         other = Run.load(finished[other_id].dir)
-        column.image(images.outlined(other, project, name, threshold, color="#ffff00", opacity=opacity),
+        column.image(images.outlined(other, project, name, threshold, color="#ffff00", opacity=opacity,
+                                     display=display, labels=show_labels and has_labels),
                      caption=f"{other_id}: {int(images.segmentation(other, project, name, threshold).cells.max())} "
                              "cells", width="stretch")
         column.plotly_chart(images.figure(other, project, name, "entropy", f"Entropy: {other_id}"),
