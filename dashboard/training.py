@@ -31,9 +31,9 @@ from impartial.devicelock import device_turn
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
 from impartial.learning import score_on_labelled_images
-from impartial.live import ProjectLiveData, set_focus
+from impartial.live import ProjectLiveData
 from impartial.project import Project, RunInfo, open_project
-from impartial.runs import CONFIG_FILE, Run, has_checkpoint, read_history, read_preview, read_status
+from impartial.runs import CONFIG_FILE, Run, has_checkpoint, read_history, read_preview, read_status, set_focus
 from impartial.scribbles import missing_sides
 from impartial.storage import write_json
 from impartial.train import Trainer, TrainingEvent

@@ -9,19 +9,17 @@ follows the newest weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from . import storage
 from .config import RunConfig, preset_config
 from .dataset import TrainingImage
 from .errors import InputError
 from .project import Project
+from .runs import focus, set_focus  # noqa: F401  (views/2_Scribble.py imports set_focus from here)
 
-FOCUS_FILE = "focus.json"
 LIVE_MINUTES = 30.0  # a live run ends by itself after this long (the user usually turns it off before)
 LIVE_PATCHES_PER_EPOCH = 64  # short epochs: a new stroke is trained on within a second or two
 LIVE_PATCH = 64  # small patches: a quarter of the quick preset's work per patch
@@ -38,19 +36,6 @@ def live_config(project: Project, minutes: float = LIVE_MINUTES) -> RunConfig:
                                 patches_per_epoch=LIVE_PATCHES_PER_EPOCH)
     return dataclasses.replace(quick, channels=defaults.channels, tasks=defaults.tasks, train=train,
                                instances=defaults.instances)
-
-
-def set_focus(run_dir: str | Path, image: str) -> None:
-    """Name the image a live run previews (the one on the user's canvas)."""
-    storage.write_json(Path(run_dir) / FOCUS_FILE, {"image": image})
-
-
-def focus(run_dir: str | Path) -> str | None:
-    """The image a live run previews, None when not set or unreadable."""
-    try:
-        return str(json.loads((Path(run_dir) / FOCUS_FILE).read_text())["image"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 class ProjectLiveData:

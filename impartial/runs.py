@@ -11,6 +11,7 @@ RUN_DIR/config.json        the RunConfig that trained it
         checkpoints/cycle_K.pt   best-validation weights of ensemble cycle K (loaded with weights_only=True)
         state.pt           everything needed to resume after a stop or crash
         preview.npz        the latest preview prediction (epoch, image name, the Prediction's arrays)
+        focus.json         live runs: the image the user looks at, which the next preview shows
 ```
 """
 
@@ -46,6 +47,7 @@ TRAINING_DATA_FILE = "training_data.json"
 SNAPSHOT_DIR = "scribbles"
 STATE_FILE = "state.pt"
 PREVIEW_FILE = "preview.npz"
+FOCUS_FILE = "focus.json"
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT_PATTERN = "cycle_*.pt"
 # What a trainer records in status.json; read_status adds "interrupted" (the process is gone), "new" (no status
@@ -192,6 +194,19 @@ def read_preview(run_dir: str | Path) -> Preview | None:
                            [str(name) for name in archive["class_names"]], archive["class_segmentation"],
                            archive["entropy"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+def set_focus(run_dir: str | Path, image: str) -> None:
+    """Name the image a live run previews (the one on the user's canvas)."""
+    write_json(Path(run_dir) / FOCUS_FILE, {"image": image})
+
+
+def focus(run_dir: str | Path) -> str | None:
+    """The image a live run previews, None when not set or unreadable."""
+    try:
+        return str(json.loads((Path(run_dir) / FOCUS_FILE).read_text())["image"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 

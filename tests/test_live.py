@@ -3,9 +3,9 @@
 import threading
 
 from factories import tiny_config
-from impartial.live import ProjectLiveData, focus, live_config, set_focus
+from impartial.live import ProjectLiveData, live_config
 from impartial.project import create_demo_project
-from impartial.runs import read_preview, read_status
+from impartial.runs import focus, read_preview, read_status, set_focus
 from impartial.strokes import Stroke
 from impartial.train import Trainer
 
