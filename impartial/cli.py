@@ -18,6 +18,7 @@ import pandas as pd
 
 from .config import PRESETS, TASK_PRESETS, RunConfig, apply_overrides, preset_config
 from .errors import InputError
+from .export import EXPORT_FORMATS
 from .storage import write_text
 
 # flag -> (config field, type, help)
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE")
     predict.add_argument("--mcdrop", type=_positive_int, help="MC-dropout passes per checkpoint (default: the run's)")
-    predict.add_argument("--formats", default="npz,csv,tiff,roi", help="comma-separated: npz, csv, tiff, roi")
+    predict.add_argument("--formats", default=",".join(EXPORT_FORMATS),
+                         help=f"comma-separated: {', '.join(EXPORT_FORMATS)} (geojson: cell outlines for QuPath)")
     slides = predict.add_argument_group(
         "whole slides", "with --workers or --scheduler each IMAGE is a slide (OME-TIFF, TIFF or OME-Zarr) predicted "
         "chunk by chunk on a Dask cluster into OUT/NAME.ome.zarr, NAME_cells.csv and NAME.geojson; a re-run resumes")
@@ -244,6 +246,9 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise InputError("--out must be a folder, but it is a file", args.out)
     formats = tuple(name.strip() for name in args.formats.split(",") if name.strip())
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if unknown:
+        raise InputError(f"--formats: unknown {', '.join(unknown)}; choose from {', '.join(EXPORT_FORMATS)}")
     for path in args.images:
         raw = read_image(path, n_channels=run.config.n_channels)
         segmentation = segment(run, _normalize(raw), mcdrop=args.mcdrop)

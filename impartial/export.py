@@ -22,6 +22,15 @@ from .storage import atomic_path, write_bytes, write_npz, write_text
 PREDICTION_STRING_KEYS = ("class_names", "task_names")
 
 
+EXPORT_FORMATS = ("npz", "csv", "tiff", "roi", "geojson")  # what one image's segmentation is exported as
+
+
+def export_file_name(name: str, kind: str) -> str:
+    """The file an image's export of one format (npz, csv, tiff, roi, geojson) is written to."""
+    return {"npz": f"{name}.npz", "csv": f"{name}_cells.csv", "tiff": f"{name}_labels.tif",
+            "roi": f"{name}_rois.zip", "geojson": f"{name}_cells.geojson"}[kind]
+
+
 def save_prediction_npz(path: str | Path, *, class_segmentation: np.ndarray, class_segmentation_variance: np.ndarray,
                         entropy: np.ndarray, instances: np.ndarray, nuclei: np.ndarray | None = None,
                         class_names: list[str], task_names: list[str], core_probability: np.ndarray | None = None,

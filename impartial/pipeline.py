@@ -8,12 +8,20 @@ from pathlib import Path
 import numpy as np
 
 from .config import InstanceConfig
-from .export import cell_table, save_cell_csv, save_label_tiff, save_prediction_npz, save_roi_zip
+from .export import (
+    EXPORT_FORMATS,
+    cell_features,
+    cell_table,
+    export_file_name,
+    save_cell_csv,
+    save_geojson,
+    save_label_tiff,
+    save_prediction_npz,
+    save_roi_zip,
+)
 from .instances import combine_class_probabilities, instances_from_probabilities
 from .predict import Prediction, predict_image
 from .runs import Run
-
-EXPORT_FORMATS = ("npz", "csv", "tiff", "roi")
 
 
 @dataclass
@@ -48,30 +56,28 @@ def dominant_class_map(prediction: Prediction) -> np.ndarray:
     return np.argmax(prediction.arrays()["class_segmentation"], axis=0)
 
 
-def export_file_name(name: str, kind: str) -> str:
-    """The file an image's export of one format (npz, csv, tiff, roi) is written to."""
-    return {"npz": f"{name}.npz", "csv": f"{name}_cells.csv", "tiff": f"{name}_labels.tif",
-            "roi": f"{name}_rois.zip"}[kind]
-
-
 def export_segmentation(out_dir: str | Path, name: str, image: np.ndarray, segmentation: Segmentation,
                         channel_names: list[str], formats: tuple[str, ...] = EXPORT_FORMATS,
                         pixel_size_um: float | None = None) -> dict[str, Path]:
     """Write the chosen formats for one image; returns the written paths by format.
 
     ``image`` is (C, H, W), raw or normalised: the per-cell CSV reports its mean intensities (and areas in µm²
-    when the ``pixel_size_um`` is known).
+    when the ``pixel_size_um`` is known). The GeoJSON (QuPath: File > Import objects) holds each cell's outline
+    with its nucleus and the CSV's measurements.
     """
     out_dir = Path(out_dir)
     arrays = segmentation.prediction.arrays()
     paths = {kind: out_dir / export_file_name(name, kind) for kind in EXPORT_FORMATS}
     if "npz" in formats:
         save_prediction_npz(paths["npz"], instances=segmentation.cells, nuclei=segmentation.nuclei, **arrays)
-    if "csv" in formats:
+    if "csv" in formats or "geojson" in formats:
         table = cell_table(segmentation.cells, image, channel_names, uncertainty=segmentation.prediction.entropy(),
                            class_map=dominant_class_map(segmentation.prediction), class_names=arrays["class_names"],
                            pixel_size_um=pixel_size_um)
-        save_cell_csv(paths["csv"], table)
+        if "csv" in formats:
+            save_cell_csv(paths["csv"], table)
+        if "geojson" in formats:
+            save_geojson(paths["geojson"], cell_features(segmentation.cells, table, nuclei=segmentation.nuclei))
     if "tiff" in formats:
         save_label_tiff(paths["tiff"], segmentation.cells)
     if "roi" in formats:

@@ -1,8 +1,11 @@
 """The command line end to end on generated data, and its messages for bad input."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+from shapely.geometry import shape
 
 from impartial.cli import main
 from impartial.export import load_prediction_npz
@@ -36,6 +39,11 @@ def test_train_predict_evaluate(demo, tmp_path, capsys):
     assert arrays["class_segmentation"].shape == (1, 96, 96)
     for name in ("demo_2_cells.csv", "demo_2_labels.tif", "demo_2_rois.zip"):
         assert (out / name).exists()
+    collection = json.loads((out / "demo_2_cells.geojson").read_text())  # cell outlines for QuPath
+    cells = pd.read_csv(out / "demo_2_cells.csv")
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == len(cells) > 0
+    first = collection["features"][0]
+    assert shape(first["geometry"]).is_valid and first["properties"]["measurements"]["area"] == cells["area"][0]
     capsys.readouterr()
     assert main(["evaluate", "--run", str(run), "--files", str(demo / "files.csv")]) == 0
     table = capsys.readouterr().out
@@ -128,6 +136,8 @@ def test_bad_prediction_arguments_get_one_line(demo, tmp_path, capsys):
         main(["predict", "--run", str(run), "--out", str(tmp_path / "p"), "--mcdrop", "0", image])
     assert stop.value.code == 2
     assert "--mcdrop: must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["predict", "--run", str(run), "--out", str(tmp_path / "p"), "--formats", "csv,pdf", image]) == 2
+    assert "--formats: unknown pdf" in capsys.readouterr().err
 
 
 def test_a_project_run_stopped_while_waiting_for_the_device_leaves_no_empty_run(tmp_path, capsys, monkeypatch):

@@ -17,11 +17,12 @@ from dashboard.uploads import IMAGE_TYPES, add_uploads, show_upload_messages
 from impartial.access import check_upload_size
 from impartial.config import SEED_SOURCES
 from impartial.diagnostics import Finding
-from impartial.pipeline import export_file_name
+from impartial.export import export_file_name
 from impartial.runs import Run
 
 DOWNLOADS = {"npz": ("Prediction (npz)", "application/octet-stream"), "csv": ("Cells (CSV)", "text/csv"),
-             "tiff": ("Labels (TIFF)", "image/tiff"), "roi": ("ImageJ ROIs (zip)", "application/zip")}
+             "tiff": ("Labels (TIFF)", "image/tiff"), "roi": ("ImageJ ROIs (zip)", "application/zip"),
+             "geojson": ("Cells (GeoJSON, QuPath)", "application/geo+json")}
 MAX_COMPARED = 3
 SEED_LABELS = {"core": "cell cores", "nuclei": "nuclei"}
 # the score table's columns: plain name, what it means
