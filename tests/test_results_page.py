@@ -145,20 +145,3 @@ def test_the_threshold_says_what_it_yields_and_compared_runs_share_it(app_root):
     assert any("All at cell probability threshold 0.30" in text for text in (e.value for e in app.caption))
     compared = [caption for image in app.image for caption in image.captions if caption.startswith(first)]
     assert compared and re.fullmatch(rf"{first}: \d+ cells", compared[0])
-
-
-def picture_url(app: AppTest) -> str:
-    """Where the outlined picture is served from: another picture, another address."""
-    return app.image[0].proto.imgs[0].url
-
-
-def test_channels_can_be_hidden_and_labels_outlined_on_the_results_picture(app_root):
-    _, _, _, second = app_root
-    app = results("demo", second)
-    before = picture_url(app)
-    next(box for box in app.checkbox if box.key == "results-show-0").uncheck().run()
-    assert not app.exception, app.exception
-    hidden = picture_url(app)
-    assert hidden != before  # the picture changed at once, nothing saved
-    next(box for box in app.checkbox if box.label.startswith("Outlines of the labels")).check().run()
-    assert picture_url(app) not in (before, hidden)
