@@ -67,7 +67,7 @@ def learning_curve(project: Project) -> pd.DataFrame:
     Runs whose records are missing or damaged are left out.
     """
     rows = []
-    for info in reversed(project.runs()):
+    for info in project.runs():
         with contextlib.suppress(InputError):
             data, quality = read_training_data(info.dir), read_quality(info.dir)
             if not data or not quality:
@@ -80,10 +80,11 @@ def learning_curve(project: Project) -> pd.DataFrame:
                          "stroke_consistency": quality.get("stroke_consistency"),
                          "f1_unseen": np.mean([s["f1"] for s in labelled]) if labelled else np.nan,
                          "ap_unseen": np.mean([s["ap"] for s in labelled]) if labelled else np.nan,
-                         "unseen_images": len(labelled)})
-    return pd.DataFrame(rows, columns=CURVE_COLUMNS).astype({"annotation_minutes": float,
-                                                            "validation_accuracy": float,
-                                                            "stroke_consistency": float})
+                         "unseen_images": len(labelled), "recorded": data.get("recorded", 0.0)})
+    # in the order the runs started: run ids sort by the second only
+    table = pd.DataFrame(rows, columns=[*CURVE_COLUMNS, "recorded"]).sort_values("recorded", kind="stable")
+    numbers = {"annotation_minutes": float, "validation_accuracy": float, "stroke_consistency": float}
+    return table[CURVE_COLUMNS].reset_index(drop=True).astype(numbers)
 
 
 def environment(device: str) -> dict[str, str]:
