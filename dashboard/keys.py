@@ -1,8 +1,7 @@
 """Every ``st.session_state`` key of the dashboard that is not a widget's own: named once, here.
 
 A key written in one file and read in another (the Train form's preview image, read again by Resume) cannot
-drift apart, and a new key cannot take a name already in use. Keys of the Scribble page's canvas jumps and
-live-mode errors still live in ``views/2_Scribble.py``.
+drift apart, and a new key cannot take a name already in use.
 """
 
 PROJECT = "project"  # the open project's name; also the URL query parameter that keeps it across reloads
@@ -16,4 +15,6 @@ DELETE_PROJECT_CONFIRM = "delete_project_confirm"  # the typed name that confirm
 UPLOAD_GENERATION = "upload_generation"  # part of the Dataset uploaders' keys: a new one empties them
 UPLOAD_MESSAGES = "upload_messages"  # what the last upload said, shown after the rerun it causes
 OUTSIDE_PREDICTIONS = "outside_predictions"  # predictions of images from outside the project (Results page)
+SCRIBBLE_GOTO = "scribble_goto"  # a region the Scribble canvas should show (a suggestion's button sets it)
+LIVE_MODE_ERROR = "live_mode_error"  # why live mode could not start, shown after the button's rerun
 SCRIBBLE_ACKED_OPS = "scribble_acked_ops"  # canvas edits already applied, so a resent one is not applied twice

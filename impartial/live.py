@@ -18,7 +18,7 @@ from .config import RunConfig, preset_config
 from .dataset import TrainingImage
 from .errors import InputError
 from .project import Project
-from .runs import focus, set_focus  # noqa: F401  (views/2_Scribble.py imports set_focus from here)
+from .runs import focus
 
 LIVE_MINUTES = 30.0  # a live run ends by itself after this long (the user usually turns it off before)
 LIVE_PATCHES_PER_EPOCH = 64  # short epochs: a new stroke is trained on within a second or two

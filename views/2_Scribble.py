@@ -5,23 +5,21 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from dashboard import images
+from dashboard import images, keys
 from dashboard.annotate import HEAT_OPACITY, Overlay, brushes_for
 from dashboard.canvas import brush_counts, scribble_canvas
 from dashboard.render import colour_bar
-from dashboard.state import PAGES, damaged_images, job_owner, require_project, show_input_errors
+from dashboard.state import PAGES, damaged_images, job_owner, require_project, user_errors
 from dashboard.training import live_job, runs_with_checkpoints, stop_job, submit_training, training_in_progress
 from impartial.config import CELL_CLASSES
 from impartial.errors import InputError
-from impartial.live import LIVE_MINUTES, focus, live_config, set_focus
-from impartial.runs import Run, read_preview
+from impartial.live import LIVE_MINUTES, live_config
+from impartial.runs import Run, focus, read_preview, set_focus
 from impartial.suggest import gain_maps, suggest_regions
 
 SUGGESTION_TILE = 32
 SUGGESTIONS = 5
 REFRESH_S = 2  # others' strokes show up within this
-GOTO_KEY = "scribble_goto"
-LIVE_ERROR_KEY = "live_mode_error"
 
 project = require_project()
 st.title(f"Scribble · {project.name}")
@@ -35,8 +33,8 @@ if not names:
 
 def go_to(top: int, left: int) -> None:
     """Show a suggested tile with some context around it (button callback)."""
-    nonce = st.session_state.get(GOTO_KEY, {}).get("nonce", 0) + 1
-    st.session_state[GOTO_KEY] = {"top": top - SUGGESTION_TILE, "left": left - SUGGESTION_TILE,
+    nonce = st.session_state.get(keys.SCRIBBLE_GOTO, {}).get("nonce", 0) + 1
+    st.session_state[keys.SCRIBBLE_GOTO] = {"top": top - SUGGESTION_TILE, "left": left - SUGGESTION_TILE,
                                   "height": 3 * SUGGESTION_TILE, "width": 3 * SUGGESTION_TILE, "nonce": nonce}
 
 
@@ -45,7 +43,7 @@ def start_live(image: str) -> None:
     try:
         submit_training(project, live_config(project), image, live=True)
     except InputError as error:
-        st.session_state[LIVE_ERROR_KEY] = str(error)
+        st.session_state[keys.LIVE_MODE_ERROR] = str(error)
 
 
 def live_controls() -> None:
@@ -59,8 +57,8 @@ def live_controls() -> None:
     st.button("Live mode", icon=":material/bolt:", on_click=start_live, args=(name,), disabled=busy is not None,
               help=busy or f"Trains in the background while you scribble (up to {LIVE_MINUTES:.0f} min): every "
                            "new stroke is used within seconds and the canvas shows the newest prediction")
-    if LIVE_ERROR_KEY in st.session_state:
-        st.error(st.session_state.pop(LIVE_ERROR_KEY), icon=":material/error:")
+    if keys.LIVE_MODE_ERROR in st.session_state:
+        st.error(st.session_state.pop(keys.LIVE_MODE_ERROR), icon=":material/error:")
 
 
 def live_overlay(base: Overlay) -> tuple[Overlay, str | None]:
@@ -101,8 +99,8 @@ with tools:
         st.caption("Uncertainty, cells and suggestions appear after a first training run.")
     live_controls()
 
-overlay, suggestions = Overlay(), []
-try:
+overlay, suggestions, ready = Overlay(), [], False
+with user_errors():  # damage the header check cannot see (e.g. corrupt compressed pixels)
     if show_entropy:
         overlay.heat = images.prediction(run, project, name).entropy()
     if suggest:
@@ -114,8 +112,8 @@ try:
         overlay.outlines.append((images.segmentation(run, project, name).cells, "#ffffff"))
     if show_labels:
         overlay.outlines.append((project.load_labels(name), "#ffff00"))
-except InputError as error:  # damage the header check cannot see (e.g. corrupt compressed pixels)
-    show_input_errors([error])
+    ready = True
+if not ready:
     st.stop()
 
 
@@ -124,20 +122,18 @@ def canvas_and_counts() -> None:
     """The canvas, rerun on its own every few seconds so strokes from other tabs and users (and live mode's newest
     prediction) appear."""
     shown, live_line = live_overlay(overlay)
-    try:
-        marks = [{"top": found.top, "left": found.left, "size": found.size, "label": str(rank)}
-                 for rank, found in enumerate(suggestions, start=1)]
-        problems = scribble_canvas(project, name, brushes, user, shown, st.session_state.get(GOTO_KEY), marks)
+    marks = [{"top": found.top, "left": found.left, "size": found.size, "label": str(rank)}
+             for rank, found in enumerate(suggestions, start=1)]
+    with user_errors():
+        problems = scribble_canvas(project, name, brushes, user, shown, st.session_state.get(keys.SCRIBBLE_GOTO),
+                                   marks)
         counts = brush_counts(project, name, brushes)
-    except InputError as error:
-        show_input_errors([error])
-        return
-    for problem in problems:
-        st.warning(problem)
-    st.write("Scribbled: " + " · ".join(f"**{label}** {count.strokes} stroke(s), {count.pixels} px"
-                                        for label, count in counts.items()))
-    if live_line:
-        st.caption(live_line)
+        for problem in problems:
+            st.warning(problem)
+        st.write("Scribbled: " + " · ".join(f"**{label}** {count.strokes} stroke(s), {count.pixels} px"
+                                            for label, count in counts.items()))
+        if live_line:
+            st.caption(live_line)
 
 
 with board:
@@ -167,10 +163,8 @@ with tools:
         fraction = st.slider("Share of cells to scribble", 0.05, 1.0, 0.2, step=0.05)
         if st.button("Automatic scribbles from labels", icon=":material/auto_fix_high:",
                      help="Replaces this image's scribbles; Undo on the canvas brings them back"):
-            try:
+            with user_errors():
                 project.auto_scribble(name, fraction=fraction, user=user)
-            except InputError as error:
-                show_input_errors([error])
     with st.popover("Clear", icon=":material/delete_sweep:"):
         st.write(f"Remove every scribble of **{name}**? Undo on the canvas brings them back.")
         if st.button("Clear all scribbles", type="primary"):
