@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -129,6 +130,8 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
         recorded.wait()
         try:
             device = slot_device(config.train.device, ctx.slot)
+            if device.type == "cpu":
+                yield_cpu_to_pages()
             # a command-line run on the same server may hold the device: wait for it, stoppable
             # the lock's description is shown to whoever waits: no project or user name in it
             with device_turn(project.data_root, device, "a dashboard training",
@@ -169,6 +172,16 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
     finally:
         recorded.set()
     return job_id
+
+
+TRAINING_NICENESS = 10  # CPU trainings run at this priority: the pages of every session come first
+
+
+def yield_cpu_to_pages() -> None:
+    """Lower this thread's CPU priority (and that of the compute threads it starts): on a CPU server a training
+    otherwise takes both cores from the pages of every open session, which then take seconds to draw."""
+    with contextlib.suppress(OSError, AttributeError):  # not on every platform; only a matter of speed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINING_NICENESS)
 
 
 def live_job(project: Project) -> JobInfo | None:
