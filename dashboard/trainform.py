@@ -16,7 +16,7 @@ from impartial.runs import Run
 
 from . import keys
 from .state import user_errors
-from .training import estimate_line, measured_pace, run_label
+from .training import device_pace, estimate_line, measured_pace, run_label
 
 # (label, config field, number format, help); ints have no format. Names follow the original's flags.
 # How long the run trains: drawn outside the form, so the time estimate under them follows every change.
@@ -59,7 +59,8 @@ ADVANCED_FIELDS = [
 ]
 ESTIMATE_HELP = ("Measured, not guessed: the patches per second of the newest earlier run of this project that "
                  "trained the same network (channels, outputs, patch, batch, precision, device) here, validation "
-                 "and previews included; setting up and choosing thresholds at the end add a little.")
+                 "and previews included; before any such run, a few training steps timed on this device. Setting "
+                 "up and choosing thresholds at the end add a little.")
 # (label, config field, help): on/off settings, drawn as checkboxes in the "Advanced" expander
 SWITCHES = [
     ("Start from the pretrained cell prior", "train.prior",
@@ -122,7 +123,8 @@ def settings_form(project: Project, finished: list[RunInfo], blocked: bool = Fal
               for label, field, number_format, help_text in LENGTH_FIELDS}
     try:
         planned = apply_overrides(copy.deepcopy(base), values).validate()
-        st.caption(estimate_line(planned, measured_pace(project.runs(), planned)), help=ESTIMATE_HELP)
+        pace = measured_pace(project.runs(), planned) or device_pace(planned)
+        st.caption(estimate_line(planned, pace), help=ESTIMATE_HELP)
     except InputError:
         pass  # a value the form refuses on Start, with its message
     with st.form("train_settings"):

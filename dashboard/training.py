@@ -27,7 +27,7 @@ from typing import Any
 import streamlit as st
 
 from impartial.config import RunConfig
-from impartial.device import slot_device
+from impartial.device import pick_device, slot_device
 from impartial.devicelock import device_turn
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
@@ -37,7 +37,7 @@ from impartial.project import Project, RunInfo, open_project
 from impartial.runs import CONFIG_FILE, Run, has_checkpoint, read_history, read_preview, read_status, set_focus
 from impartial.scribbles import missing_sides
 from impartial.storage import write_json
-from impartial.train import Trainer, TrainingEvent
+from impartial.train import Trainer, TrainingEvent, step_pace
 
 from .images import project_composite
 from .render import blend, colormap, colour_bar, loss_figure
@@ -342,11 +342,27 @@ def time_left(progress: dict[str, Any], state: str, now: float | None = None) ->
 
 @dataclass(frozen=True)
 class Pace:
-    """How fast this server trained a network in an earlier run: patches per second of training time
-    (validation and previews included, setup and the final threshold choice not)."""
+    """How fast this server trains a network: patches per second of training time, from an earlier run's history
+    (validation and previews included, setup and the final threshold choice not), or timed on this device when no
+    run has been (``run_id`` None: training steps only, so the estimate is a little short)."""
 
     patches_per_s: float
-    run_id: str  # the run it was measured in
+    run_id: str | None  # the run it was measured in
+
+    @property
+    def source(self) -> str:
+        return f"the pace of run {self.run_id} here" if self.run_id else "timed on this device just now"
+
+
+@st.cache_resource(max_entries=16, show_spinner="Timing a few training steps on this device ...")
+def _device_pace(speed_key: tuple, _config: RunConfig) -> Pace:  # the key says all that matters of the config
+    return Pace(step_pace(_config, pick_device(_config.train.device)), None)
+
+
+def device_pace(config: RunConfig) -> Pace:
+    """The pace of a few training steps of ``config`` on this device, timed once per network and setting per server
+    (see :func:`impartial.train.step_pace`)."""
+    return _device_pace(_speed_key(config), config)
 
 
 def patches_per_epoch(config: RunConfig) -> int:
@@ -396,7 +412,7 @@ def estimated_seconds(config: RunConfig, pace: Pace | None) -> float | None:
 def estimate_line(config: RunConfig, pace: Pace | None) -> str:
     """One line for the Train form: how long a run with ``config`` will train on this server, and from what."""
     seconds = estimated_seconds(config, pace)
-    rate = "" if pace is None else f"{_rate(pace.patches_per_s)} patches/s, the pace of run {pace.run_id} here"
+    rate = "" if pace is None else f"{_rate(pace.patches_per_s)} patches/s, {pace.source}"
     if config.train.max_minutes:
         epochs = "" if pace is None else \
             f": about {int(seconds * pace.patches_per_s // patches_per_epoch(config))} epochs at {rate}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -537,3 +538,26 @@ class Trainer:
         model = build_model(self.config).to(self.device)
         model.load_state_dict(load_weights(path, self.device))
         return model
+
+
+def step_pace(config: RunConfig, device: torch.device | None = None, batches: int = 2) -> float:
+    """Patches per second that training steps with ``config`` take on ``device``, timed on random data after a
+    warm-up batch (sampling, blind spots, forward, backward; no validation or previews): the pace to estimate a
+    first run's length before any run has been timed here."""
+    cfg = config.train
+    side, channels = 2 * cfg.patch, config.n_channels
+    rng = np.random.default_rng(0)
+    scribbles = np.zeros((side, side, config.n_scribble_channels), np.uint8)
+    for channel in range(config.n_scribble_channels):  # a stroke of each class and background: every loss term runs
+        scribbles[4 + 3 * channel, :, channel] = 1
+    image = TrainingImage("pace", rng.random((channels, side, side), dtype=np.float32), scribbles)
+    timed = dataclasses.replace(config, train=dataclasses.replace(cfg, patches_per_epoch=cfg.batch, prior=False))
+    with tempfile.TemporaryDirectory(prefix="impartial-pace-") as folder:
+        trainer = Trainer(timed, [image], folder, device=device)
+        model, optimizer, _, rng, generator = trainer._setup()
+        sampler, _ = trainer._samplers(rng, generator)
+        trainer._train_epoch(model, optimizer, sampler, generator)  # warm-up: allocation, kernel choice
+        started = time.perf_counter()
+        for _ in range(batches):
+            trainer._train_epoch(model, optimizer, sampler, generator)
+        return batches * cfg.batch / (time.perf_counter() - started)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from dashboard import training
@@ -21,13 +22,14 @@ from dashboard.training import (
     time_left,
     training_in_progress,
 )
+from factories import tiny_config
 from impartial.config import apply_overrides, preset_config
 from impartial.errors import InputError
 from impartial.jobs import JobManager
 from impartial.project import RunInfo, create_demo_project, open_project
 from impartial.runs import write_status
 from impartial.scribbles import MissingSides, missing_sides
-from impartial.train import TrainingEvent
+from impartial.train import TrainingEvent, step_pace
 
 WAIT_S = 30.0  # generous: only reached when something is broken
 
@@ -385,6 +387,24 @@ def test_the_estimate_before_start_uses_an_earlier_runs_pace_and_follows_the_tim
     app.number_input(key="train.max_minutes-quick").set_value(-1.0).run()  # refused on Start: no estimate
     assert not app.exception, app.exception
     assert not [item.value for item in app.caption if "time budget" in item.value or "of training" in item.value]
+
+
+def test_before_any_run_the_estimate_times_a_few_steps_on_this_device(data_root, monkeypatch):
+    project = create_demo_project(data_root, n_images=1, size=64)
+    timed = []
+    monkeypatch.setattr(training, "step_pace", lambda config, device: timed.append(config.preset) or 64.0)
+    training._device_pace.clear()
+    app = train_page()  # 40 epochs x 256 patches at 64 patches/s: 160 s
+    assert ("About 2 min 40 s of training: 40 epochs x 256 patches at 64 patches/s, timed on this device just now "
+            "(early stopping may end it sooner).") in [item.value for item in app.caption]
+    app.run()
+    assert timed == ["quick"]  # once per network and setting on this server, not on every rerun
+    assert not project.runs()
+
+
+def test_the_step_pace_is_measured_on_real_training_steps():
+    pace = step_pace(tiny_config(), torch.device("cpu"), batches=1)
+    assert np.isfinite(pace) and pace > 0
 
 
 def test_resume_sits_in_the_progress_column(data_root):
