@@ -98,8 +98,9 @@ def random_points(data: Dataset, count: int, rng: np.random.Generator) -> list[t
     return [(int(rng.integers(height)), int(rng.integers(width))) for _ in range(count)]
 
 
-def fine_tune(config: RunConfig, data: Dataset, scribbles: np.ndarray, work: Path, previous: Run | None) -> Run:
-    item = TrainingImage(data.name, data.image, scribbles, validation_box(scribbles, config.train.val_fraction))
+def fine_tune(config: RunConfig, data: Dataset, scribbles: np.ndarray, val_box: np.ndarray, work: Path,
+              previous: Run | None) -> Run:
+    item = TrainingImage(data.name, data.image, scribbles, val_box)
     folder = work / f"round_{len(list(work.iterdir()))}"
     return Trainer(config, [item], folder, init_from=None if previous is None else previous.dir).run()
 
@@ -109,8 +110,11 @@ def strategy(name: str, data: Dataset, config: RunConfig, start: np.ndarray, rou
     """(strokes drawn, F1 on unseen images, forest F1) after the start and after each round."""
     rng = np.random.default_rng(seed)
     scribbles, drawn = start.copy(), 5
+    # the held-out box stays where the first strokes put it, as a project stores it: were it chosen anew each
+    # round (where strokes are densest) it would swallow the strokes just added where the suggestions cluster
+    val_box = validation_box(start, config.train.val_fraction)
     work.mkdir(parents=True)
-    run = fine_tune(config, data, scribbles, work, None)
+    run = fine_tune(config, data, scribbles, val_box, work, None)
     rows = [(drawn, f1_on(data.targets, [segment(run, image).cells for image, _ in data.targets]),
              forest_f1(data, scribbles))]
     for _ in range(rounds):
@@ -118,7 +122,7 @@ def strategy(name: str, data: Dataset, config: RunConfig, start: np.ndarray, rou
                   else random_points(data, per_round, rng))
         scribbles |= strokes_at(data.cells, points)
         drawn += len(points)
-        run = fine_tune(config, data, scribbles, work, run)
+        run = fine_tune(config, data, scribbles, val_box, work, run)
         rows.append((drawn, f1_on(data.targets, [segment(run, image).cells for image, _ in data.targets]),
                      forest_f1(data, scribbles)))
         print(f"  {name}: {drawn} strokes, F1 {rows[-1][1]:.3f} (forest {rows[-1][2]:.3f})", flush=True)
