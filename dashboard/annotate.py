@@ -155,14 +155,23 @@ def png_url(picture: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class BrushCount:
-    """What one brush has scribbled: separate strokes (connected pieces) and pixels."""
+    """What one brush has scribbled: separate strokes (connected pieces), pixels and, when the image has labels,
+    the labelled cells its strokes touch."""
 
     strokes: int
     pixels: int
+    cells: int | None = None
 
 
-def scribble_counts(scribbles: np.ndarray, brushes: list[Brush]) -> dict[str, BrushCount]:
-    """Strokes and pixels per brush (eraser left out); touching strokes of one brush count as one."""
-    return {brush.label: BrushCount(count_pieces(scribbles[..., brush.channel] > 0),
-                                    int(scribbles[..., brush.channel].sum(dtype=np.int64)))
-            for brush in brushes if brush.channel is not None}
+def scribble_counts(scribbles: np.ndarray, brushes: list[Brush],
+                    labels: np.ndarray | None = None) -> dict[str, BrushCount]:
+    """Strokes and pixels per brush (eraser left out; touching strokes of one brush count as one), and with the
+    image's (H, W) ``labels`` the labelled cells under each brush's strokes."""
+    counts = {}
+    for brush in brushes:
+        if brush.channel is None:
+            continue
+        stroked = scribbles[..., brush.channel] > 0
+        cells = None if labels is None else int(np.count_nonzero(np.unique(labels[stroked])))
+        counts[brush.label] = BrushCount(count_pieces(stroked), int(stroked.sum(dtype=np.int64)), cells)
+    return counts

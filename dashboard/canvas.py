@@ -85,14 +85,17 @@ def _scribble_picture(project_dir: str, name: str, stamp: tuple[int, int, int], 
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _counts(project_dir: str, name: str, stamp: tuple[int, int, int],
+def _counts(project_dir: str, name: str, stamp: tuple[int, int, int], labels_stamp: int | None,
             brushes: tuple[Brush, ...]) -> dict[str, BrushCount]:
-    return scribble_counts(Project(project_dir).load_scribbles(name), list(brushes))
+    project = Project(project_dir)
+    return scribble_counts(project.load_scribbles(name), list(brushes), project.load_labels(name))
 
 
 def brush_counts(project: Project, name: str, brushes: list[Brush]) -> dict[str, BrushCount]:
-    """Strokes and pixels per brush of an image's scribbles, computed once per version of the file."""
-    return _counts(str(project.dir), name, project.scribbles_stamp(name), tuple(brushes))
+    """Strokes, pixels and (with labels) labelled cells per brush of an image's scribbles, computed once per
+    version of the scribble and label files."""
+    return _counts(str(project.dir), name, project.scribbles_stamp(name), project.annotation_stamp(name)[0],
+                   tuple(brushes))
 
 
 def apply_edits(project: Project, name: str, edits: list[Any], brushes: list[Brush], user: str,

@@ -80,6 +80,10 @@ def test_counts_give_separate_strokes_and_pixels_per_brush():
     scribbles[5, 5, 1] = 1
     counts = scribble_counts(scribbles, brushes_for(whole_cell_tasks()))
     assert counts == {"cell": BrushCount(2, 5), "background": BrushCount(1, 1)}
+    labels = np.zeros((6, 6), np.int32)
+    labels[0, 0:2], labels[0, 2:4], labels[4:6, 2:4] = 1, 2, 3  # the first stroke crosses cells 1 and 2
+    counts = scribble_counts(scribbles, brushes_for(whole_cell_tasks()), labels)
+    assert counts["cell"] == BrushCount(2, 5, 3) and counts["background"].cells == 0
 
 
 def test_edits_from_the_browser_are_checked_applied_once_and_acknowledged(tmp_path):

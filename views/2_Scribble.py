@@ -131,6 +131,7 @@ def canvas_and_counts() -> None:
         for problem in problems:
             st.warning(problem)
         st.write("Scribbled: " + " · ".join(f"**{label}** {count.strokes} stroke(s), {count.pixels} px"
+                                            + ("" if count.cells is None else f" in {count.cells} labelled cell(s)")
                                             for label, count in counts.items()))
         if live_line:
             st.caption(live_line)
