@@ -183,6 +183,7 @@ def run_scribbles(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from .dataset import load_training_set
+    from .scribbles import missing_sides
     from .train import Trainer
 
     config = config_from_args(args)
@@ -193,11 +194,15 @@ def run_train(args: argparse.Namespace) -> int:
             config.channels = list(project.meta["channels"])
         if not args.tasks and not args.config:
             config.tasks = project.config_defaults().tasks
-        dataset, run_dir = project.training_set(config), args.out or project.new_run_dir()
+        dataset = project.training_set(config)
     else:
         if args.out is None:
             raise InputError("--out RUN_DIR is needed with --files")
-        dataset, run_dir = load_training_set(args.files, config), args.out
+        dataset = load_training_set(args.files, config)
+    one_sided = missing_sides([item.scribbles for item in dataset], config)
+    if one_sided:  # the dashboard refuses these too: the network cannot learn one side from nothing
+        raise InputError("cannot train yet: " + " ".join(gap.message(len(config.tasks) > 1) for gap in one_sided))
+    run_dir = args.out or project.new_run_dir()  # made only now: a refused training leaves no empty run behind
     with _ProgressBar() as bar:
         trainer = Trainer(config, dataset, run_dir, on_event=bar.update, init_from=args.init_from,
                           preview_image=None, annotation_minutes=project.annotation_minutes() if project else None)

@@ -173,3 +173,17 @@ def test_scribbles_from_imagej_roi_labels(demo, tmp_path):
     scribbled = pd.read_csv(tmp_path / "out" / "files.csv")
     with np.load(tmp_path / "out" / scribbled.scribbles[0], allow_pickle=False) as saved:
         assert saved["scribble"].shape == (96, 96, 2) and saved["scribble"][..., 0].any()
+
+
+def test_training_with_cell_strokes_only_is_refused_in_one_line_and_leaves_no_run(tmp_path, capsys):
+    from impartial.project import create_demo_project
+
+    project = create_demo_project(tmp_path, n_images=2, size=64)
+    for name in project.images():
+        scribbles = project.load_scribbles(name)
+        scribbles[..., 1] = 0  # no background strokes anywhere
+        project.save_scribbles(name, scribbles)
+    assert main(["train", "--project", str(project.dir), *TINY]) == 2
+    error = capsys.readouterr().err
+    assert "Only cell strokes, no background: add background strokes" in error
+    assert not (project.dir / "runs").exists() or not any((project.dir / "runs").iterdir())
