@@ -8,7 +8,6 @@ act at once) and sends strokes back as edits that :mod:`impartial.strokes` appli
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +17,7 @@ from skimage.segmentation import find_boundaries
 from impartial.config import TaskConfig
 from impartial.scribbles import count_pieces
 
-from .render import colormap, hex_to_rgb
+from .render import colormap, hex_to_rgb, png_bytes
 
 # Brush colours stay clear of the default channel colours (green, blue) so strokes stand out.
 CLASS_COLORS = ("#ff3030", "#ff40ff", "#ff8000", "#9050ff", "#00d0a0", "#ff80b0")
@@ -148,9 +147,7 @@ def overlay_layer(overlay: Overlay, tile: Region, size: tuple[int, int]) -> np.n
 
 def png_url(picture: np.ndarray) -> str:
     """A uint8 picture (H, W) grey or (H, W, 3/4) colour as a ``data:image/png`` URL."""
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
 
 from impartial.diagnostics import Finding, prediction_findings
 from impartial.metrics import evaluate
@@ -31,7 +30,7 @@ from impartial.project import Project
 from impartial.runs import Run, checkpoint_paths, result_files
 
 from .display import ChannelDisplay
-from .render import composite, heatmap, outline
+from .render import composite, heatmap, outline, png_bytes
 
 
 def run_stamp(run_dir: Path) -> tuple[int, ...]:
@@ -196,9 +195,7 @@ def _outlined(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: st
     picture = outline(_composite(project_dir, name, stamp, display), found.cells, color, opacity)
     if labels_stamp is not None:
         picture = outline(picture, Project(project_dir).load_labels(name), LABEL_OUTLINE, opacity)
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    return png_bytes(picture)
 
 
 def outlined(run: Run, project: Project, name: str, threshold: float | None = None,

@@ -6,14 +6,12 @@ it was; adding the image to the project is the user's choice.
 
 from __future__ import annotations
 
-import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from impartial.io import normalize_percentile
 from impartial.pipeline import Segmentation, export_segmentation, segment
@@ -21,7 +19,7 @@ from impartial.project import Project
 from impartial.runs import Run
 
 from . import keys
-from .render import composite, outline
+from .render import composite, outline, png_bytes
 
 RESULTS_KEY = keys.OUTSIDE_PREDICTIONS
 KEPT = 4  # predictions of outside images kept per session
@@ -44,9 +42,7 @@ def predict_outside(project: Project, run: Run, filename: str, data: bytes) -> O
     normalized = normalize_percentile(raw)
     found = segment(run, normalized)
     rgb = outline(composite(normalized, project.colors, project.contrast), found.cells, "#ffff00", 0.9)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
-    return OutsidePrediction(Path(filename).stem, run.dir.name, raw, found, buffer.getvalue())
+    return OutsidePrediction(Path(filename).stem, run.dir.name, raw, found, png_bytes(rgb))
 
 
 def keep(result: OutsidePrediction) -> None:

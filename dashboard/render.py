@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import io
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.colors import sample_colorscale
 from skimage.segmentation import find_boundaries
 
@@ -72,6 +74,13 @@ def colormap(values: np.ndarray, vmax: float = 1.0, colorscale: str = "Inferno")
     """(H, W) values in [0, vmax] -> (H, W, 3) uint8 colours of ``colorscale``."""
     index = np.clip(values / max(vmax, 1e-12), 0.0, 1.0) * 255
     return _lookup_table(colorscale)[index.astype(np.uint8)]
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    """A uint8 picture, (H, W) grey or (H, W, 3/4) colour, as PNG bytes (fast compression: sent, not stored)."""
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def colour_bar(colorscale: str = "Inferno", height: int = 12) -> np.ndarray:

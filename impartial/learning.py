@@ -49,7 +49,7 @@ def score_on_labelled_images(run: Run, project: Project, limit: int = MAX_LABELL
     trained = set(read_training_data(run.dir).get("images", {}))
     damaged = project.damaged_files()
     unseen = [name for name in project.images() if name not in trained and name not in damaged
-              and project.load_labels(name) is not None][:limit]
+              and project.has_labels(name)][:limit]
     scores = {}
     for name in unseen:
         cells = segment(run, project.normalized(name)).cells

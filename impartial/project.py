@@ -577,11 +577,14 @@ class Project:
             raise InputError(f"labels have shape {labels.shape}, the image is {shape}", source)
         save_label_tiff(self._path("labels", image, ".tif"), labels)
 
+    def has_labels(self, name: str) -> bool:
+        """Whether the image has instance labels (without reading them)."""
+        self._require(name)
+        return self._path("labels", name, ".tif").exists()
+
     def load_labels(self, name: str) -> np.ndarray | None:
         """(H, W) int32 instance labels, or None when the image has none."""
-        self._require(name)
-        path = self._path("labels", name, ".tif")
-        return io.read_labels(path) if path.exists() else None
+        return io.read_labels(self._path("labels", name, ".tif")) if self.has_labels(name) else None
 
     # --- importing folders -----------------------------------------------------------------------
 

@@ -411,9 +411,11 @@ class Trainer:
 
     def _maybe_preview(self, model: UNet, progress: _Progress) -> None:
         every = self.config.train.preview_every
+        if not every or (progress.epoch != 1 and progress.epoch % every):
+            return
         target = self.live.preview() if self.live is not None else (
             None if self.preview_image is None else (self.preview_name, self.preview_image))
-        if target is None or not every or (progress.epoch != 1 and progress.epoch % every):
+        if target is None:
             return
         name, image = target
         prediction = predict_with_models([model], self.config, image, passes=1, mc_dropout=False)

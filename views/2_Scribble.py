@@ -85,7 +85,7 @@ tools, board = st.columns([1, 4])
 with tools:
     name = st.selectbox("Image", names, key="scribble_image")
     shape = project.image_shape(name)
-    has_labels = project.load_labels(name) is not None
+    has_labels = project.has_labels(name)
     finished = runs_with_checkpoints(project)
     run = Run.load(finished[0].dir) if finished else None
     show_entropy = st.checkbox("Uncertainty (entropy) of the last run", disabled=run is None)

@@ -118,7 +118,7 @@ if has_cores:
                                              "merges touching cells, higher splits them or misses faint ones. "
                                              "Starts at the run's validated threshold")
 opacity = slider_cols[-1].slider("Outline opacity", 0.0, 1.0, 0.9, step=0.05)
-has_labels = project.load_labels(name) is not None
+has_labels = project.has_labels(name)
 show_labels = slider_cols[-1].checkbox("Outlines of the labels (cyan)", disabled=not has_labels,
                                        help=None if has_labels else "This image has no labels.")
 display = display_controls(project, "results")
