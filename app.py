@@ -19,6 +19,7 @@ navigation = st.navigation([
     st.Page(PAGES["scribble"], title="Scribble", icon=":material/draw:"),
     st.Page(PAGES["train"], title="Train", icon=":material/model_training:"),
     st.Page(PAGES["results"], title="Results", icon=":material/insights:"),
+    st.Page(PAGES["batch"], title="Batch", icon=":material/dataset:"),
 ])
 
 with st.sidebar:

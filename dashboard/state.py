@@ -26,7 +26,7 @@ PROJECT_KEY = keys.PROJECT  # session_state key and URL query parameter
 USER_KEY = keys.USER
 LOCAL_OWNER = "local"  # job owner when access control is off
 PAGES = {"home": "views/0_Projects.py", "dataset": "views/1_Dataset.py", "scribble": "views/2_Scribble.py",
-         "train": "views/3_Train.py", "results": "views/4_Results.py"}
+         "train": "views/3_Train.py", "results": "views/4_Results.py", "batch": "views/5_Batch.py"}
 
 
 def command_line() -> argparse.Namespace:

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,8 @@ MAX_LABEL_PROPERTIES = 100_000  # cells listed with their class in the label met
 ZARR_SUFFIXES = (".zarr",)
 TIFF_SUFFIXES = (".tif", ".tiff")
 WORK_FOLDER = "work"
+CSV_SUFFIX = "_cells.csv"  # NAME_cells.csv: see output_paths
+ZARR_METADATA = (".zattrs", ".zgroup", "zarr.json")  # files that make a folder a zarr group (v2, v3)
 
 
 # --- reading slides --------------------------------------------------------------------------------------------
@@ -238,6 +240,47 @@ def _open_zarr_slide(path: Path) -> Slide:
     return Slide(str(path), slide_name(path), "zarr", array_path, axes, shape, pixel_size)
 
 
+def find_slides(path: str | Path) -> list[Path]:
+    """The slides ``path`` names: itself when it is a slide (a file, or an OME-Zarr folder), else the TIFFs and
+    OME-Zarr folders directly inside it, sorted by name (hidden entries left out).
+
+    Raises:
+        InputError naming ``path``: missing, or a folder without slides.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("not found", path)
+    if not path.is_dir() or _is_zarr_folder(path):
+        return [path]
+    found = sorted(entry for entry in path.iterdir() if not entry.name.startswith(".")
+                   and (entry.suffix.lower() in ZARR_SUFFIXES
+                        or (entry.is_file() and entry.suffix.lower() in TIFF_SUFFIXES)))
+    if not found:
+        raise InputError("holds no slides (OME-TIFF, TIFF or OME-Zarr)", path)
+    return found
+
+
+def _is_zarr_folder(path: Path) -> bool:
+    """A folder named *.zarr, or one holding zarr metadata (an OME-Zarr named otherwise)."""
+    return path.suffix.lower() in ZARR_SUFFIXES or any((path / name).exists() for name in ZARR_METADATA)
+
+
+def output_paths(out_dir: str | Path, name: str) -> dict[str, Path]:
+    """Where the outputs of the slide ``name`` go in ``out_dir``: "zarr", "csv" and "geojson"."""
+    out_dir = Path(out_dir)
+    return {"zarr": out_dir / f"{name}.ome.zarr", "csv": out_dir / f"{name}{CSV_SUFFIX}",
+            "geojson": out_dir / f"{name}.geojson"}
+
+
+def finished_slides(out_dir: str | Path) -> list[str]:
+    """Names of the slides in ``out_dir`` whose CSV and GeoJSON are written (the last task writes both), sorted."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    names = sorted(path.name[:-len(CSV_SUFFIX)] for path in out_dir.glob(f"*{CSV_SUFFIX}"))
+    return [name for name in names if all(path.exists() for path in output_paths(out_dir, name).values())]
+
+
 # --- chunks, percentiles, halo ---------------------------------------------------------------------------------
 
 def chunk_grid(height: int, width: int, chunk: int) -> list[tuple[int, int]]:
@@ -338,7 +381,7 @@ class SlideJob:
 
     @property
     def zarr_path(self) -> Path:
-        return Path(self.out_dir) / f"{self.slide.name}.ome.zarr"
+        return output_paths(self.out_dir, self.slide.name)["zarr"]
 
     @property
     def work(self) -> Path:
@@ -346,11 +389,11 @@ class SlideJob:
 
     @property
     def csv_path(self) -> Path:
-        return Path(self.out_dir) / f"{self.slide.name}_cells.csv"
+        return output_paths(self.out_dir, self.slide.name)["csv"]
 
     @property
     def geojson_path(self) -> Path:
-        return Path(self.out_dir) / f"{self.slide.name}.geojson"
+        return output_paths(self.out_dir, self.slide.name)["geojson"]
 
     @property
     def channels_out(self) -> list[str]:
@@ -667,14 +710,39 @@ class SlideResult:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class SlideProgress:
+    """How far one slide is: of its ``chunks`` chunks, how many have been predicted, labelled and measured (the
+    three tasks of each chunk, in that order; see the module's docstring)."""
+
+    path: str
+    chunks: int
+    predicted: int = 0
+    labelled: int = 0
+    measured: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """The share of the slide's chunk tasks done, in [0, 1]."""
+        return (self.predicted + self.labelled + self.measured) / (3 * self.chunks)
+
+
+SlideStage = Literal["predicted", "labelled", "measured"]
+STOPPED_MESSAGE = "stopped before it finished; start it again to go on from the chunks already done"
+
+
 def predict_slides(client, run_dir: str | Path, slides: Iterable[str | Path], out_dir: str | Path,
                    chunk: int = DEFAULT_CHUNK, margin: int = DEFAULT_MARGIN, mcdrop: int | None = None,
                    threads: int = 0, progress: bool = True,
-                   on_result: Callable[[SlideResult], None] | None = None) -> list[SlideResult]:
+                   on_result: Callable[[SlideResult], None] | None = None,
+                   on_progress: Callable[[SlideProgress], None] | None = None,
+                   stop_event: threading.Event | None = None) -> list[SlideResult]:
     """Predict a cohort of slides on a ``dask.distributed`` client as one task graph.
 
     A slide that cannot be opened, has the wrong channel count or fails in a task gets a :class:`SlideResult`
     with its message; the others finish. A re-run with the same settings skips what was written.
+    Once ``stop_event`` is set, the next task to end cancels the rest: tasks already running on workers still
+    write their chunk (a re-run skips it), and every slide not finished gets :data:`STOPPED_MESSAGE`.
 
     Args:
         client: a ``distributed.Client`` (local cluster or an existing scheduler).
@@ -685,7 +753,10 @@ def predict_slides(client, run_dir: str | Path, slides: Iterable[str | Path], ou
         mcdrop: MC-dropout passes per checkpoint (default: the run's).
         threads: torch threads per task (0: torch's default).
         progress: show a tqdm bar over the chunks' tasks.
-        on_result: called with each slide's result as it finishes.
+        on_result: called with each slide's result as it finishes (or stops).
+        on_progress: called with a slide's :class:`SlideProgress` once its tasks are submitted and after each
+            of its chunk tasks that succeeds.
+        stop_event: set it (from another thread) to stop.
     """
     from distributed import as_completed
 
@@ -694,6 +765,8 @@ def predict_slides(client, run_dir: str | Path, slides: Iterable[str | Path], ou
     run = Run.load(run_dir)
     results: dict[str, SlideResult] = {}
     finals, chunk_futures = {}, []
+    slide_progress: dict[str, SlideProgress] = {}
+    stage_of: dict[Any, tuple[str, SlideStage]] = {}  # chunk task -> (slide, the stage its end completes)
     call = uuid.uuid4().hex[:8]  # task keys of this call: a cluster may still hold an earlier call's results
     for path in slides:
         result = results.setdefault(str(path), SlideResult(str(path)))
@@ -719,6 +792,11 @@ def predict_slides(client, run_dir: str | Path, slides: Iterable[str | Path], ou
                                   key=f"cells-{key}-{where[0]}-{where[1]}") for where in job.grid]
         finals[client.submit(_after, finish_slide, job, None, None, measured, key=f"finish-{key}")] = (job, result)
         chunk_futures += [*counts, *labelled.values(), *measured]
+        slide_progress[str(path)] = SlideProgress(str(path), len(job.grid))
+        for stage, futures in (("predicted", counts), ("labelled", labelled.values()), ("measured", measured)):
+            stage_of.update({future: (str(path), stage) for future in futures})
+        if on_progress:
+            on_progress(slide_progress[str(path)])
 
     bar = None
     if progress and chunk_futures:
@@ -736,11 +814,31 @@ def predict_slides(client, run_dir: str | Path, slides: Iterable[str | Path], ou
                 result.error = _task_message(error, job.slide.path)
             if on_result:
                 on_result(result)
-        elif bar is not None:
-            bar.update(1)
+        else:
+            if bar is not None:
+                bar.update(1)
+            if future.status == "finished":  # a failed task's slide gets its message from the slide's last task
+                path, stage = stage_of[future]
+                done = slide_progress[path]
+                slide_progress[path] = dataclasses.replace(done, **{stage: getattr(done, stage) + 1})
+                if on_progress:
+                    on_progress(slide_progress[path])
+        if stop_event is not None and stop_event.is_set():
+            _stop(client, [*chunk_futures, *finals], [result for _, result in finals.values()], on_result)
+            break
     if bar is not None:
         bar.close()
     return list(results.values())
+
+
+def _stop(client, futures: list, results: list[SlideResult], on_result: Callable[[SlideResult], None] | None) -> None:
+    """Cancel ``futures`` and give every slide of ``results`` not finished :data:`STOPPED_MESSAGE`."""
+    client.cancel(futures)
+    for result in results:
+        if result.summary is None and result.error is None:
+            result.error = f"{result.path}: {STOPPED_MESSAGE}"
+            if on_result:
+                on_result(result)
 
 
 def _jobs(finals: dict) -> list[SlideJob]:

@@ -1,7 +1,9 @@
 """Whole slides on a real local Dask cluster (worker processes): cells, OME-Zarr, GeoJSON, resume, bad slides."""
 
+import itertools
 import json
 import shutil
+import threading
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,17 @@ from impartial.io import normalize_percentile
 from impartial.metrics import instance_scores
 from impartial.pipeline import segment
 from impartial.runs import Run
-from impartial.slides import estimate_percentiles, open_slide, predict_slides, receptive_halo
+from impartial.slides import (
+    STOPPED_MESSAGE,
+    SlideProgress,
+    estimate_percentiles,
+    find_slides,
+    finished_slides,
+    open_slide,
+    output_paths,
+    predict_slides,
+    receptive_halo,
+)
 from impartial.synthetic import make_tissue
 from impartial.train import Trainer
 
@@ -357,3 +369,55 @@ def test_a_worker_keeps_a_few_slides_open_and_reopens_the_others(tmp_path):
     for _ in range(2):  # the second round reopens the slides closed to make room
         assert [int(item.read(0, 1, 0, 1)[1, 0, 0]) for item in opened] == list(range(len(opened)))
         assert len(slides._ARRAYS) <= slides.OPEN_SLIDES
+
+
+def test_progress_counts_each_slides_chunk_tasks_up_to_its_chunks(run_dir, slide, client, tmp_path):
+    seen = []
+    big = 2 * CHUNK  # a 600 x 640 slide in 2 x 2 chunks: a quicker run
+    results = predict_slides(client, run_dir, [slide[0], tmp_path / "missing.tif"], tmp_path / "out", chunk=big,
+                             margin=MARGIN, threads=1, progress=False, on_progress=seen.append)
+    assert results[0].error is None and "not found" in results[1].error
+    assert {item.path for item in seen} == {str(slide[0])}  # a slide that never started has no progress
+    assert seen[0] == SlideProgress(str(slide[0]), 4) and seen[0].fraction == 0.0
+    assert seen[-1] == SlideProgress(str(slide[0]), 4, predicted=4, labelled=4, measured=4)
+    assert seen[-1].fraction == 1.0
+    assert len(seen) == 1 + 3 * 4  # submitted, then once per chunk task
+    for before, after in itertools.pairwise(seen):  # one task at a time, never counting back
+        steps = [getattr(after, stage) - getattr(before, stage) for stage in ("predicted", "labelled", "measured")]
+        assert sorted(steps) == [0, 0, 1]
+    assert [item.labelled for item in seen if item.predicted < 4] == [0] * 4  # labels wait for every count
+
+
+def test_a_stop_cancels_the_rest_and_names_the_unfinished_slides(run_dir, slide, client, tmp_path):
+    stop = threading.Event()
+    stopped = []
+    results = predict_slides(client, run_dir, [slide[0]], tmp_path / "out", chunk=CHUNK, margin=MARGIN,
+                             threads=1, progress=False, stop_event=stop, on_result=stopped.append,
+                             on_progress=lambda done: done.predicted and stop.set())
+    assert results[0].error == f"{slide[0]}: {STOPPED_MESSAGE}" and results[0].summary is None
+    assert stopped == results
+    # the chunks the two workers were predicting when it stopped are written, the other 16 - 3 are not
+    assert 1 <= len(list((tmp_path / "out" / "work" / "tissue").glob("pieces_*.npz"))) <= 3
+    assert finished_slides(tmp_path / "out") == []
+
+
+def test_find_slides_and_the_finished_ones(predicted, tmp_path):
+    out, summary, _ = predicted
+    assert finished_slides(out) == ["tissue"]
+    assert {kind: str(path) for kind, path in output_paths(out, "tissue").items()} == {
+        kind: summary[kind] for kind in ("zarr", "csv", "geojson")}
+    folder = tmp_path / "cohort"
+    (folder / "b.ome.zarr").mkdir(parents=True)
+    (folder / "unnamed").mkdir()
+    (folder / "unnamed" / ".zattrs").write_text("{}")
+    for name in ("a.ome.tif", "c.TIFF", "notes.txt", ".hidden.tif"):
+        (folder / name).write_bytes(b"")
+    assert [path.name for path in find_slides(folder)] == ["a.ome.tif", "b.ome.zarr", "c.TIFF"]
+    assert find_slides(folder / "unnamed") == [folder / "unnamed"]  # an OME-Zarr folder is one slide
+    assert find_slides(folder / "a.ome.tif") == [folder / "a.ome.tif"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no slides") as refused:
+        find_slides(tmp_path / "empty")
+    assert str(tmp_path / "empty") in str(refused.value)
+    with pytest.raises(InputError, match="not found"):
+        find_slides(folder / "missing")
