@@ -457,7 +457,7 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             progress = _restored_progress(state["progress"], self.config.train)
             rng.bit_generator.state = state["numpy_rng"]
-            generator.set_state(state["torch_rng"])
+            generator.set_state(state["torch_rng"].cpu())  # a CPU generator; the state file loads onto the device
             return model, optimizer, progress, rng, generator
         if self.init_from is not None:
             model.load_state_dict(self._initial_weights())

@@ -14,6 +14,7 @@ import torch
 
 import impartial.train as train_module
 from factories import scribbled_images, tiny_config
+from impartial.device import pick_device
 from impartial.errors import InputError
 from impartial.predict import predict_image
 from impartial.runs import PROCESS_ID, Run, read_status, write_status
@@ -140,7 +141,11 @@ def test_same_seed_repeats_the_run(small_dataset, tmp_path):
     first, _ = _train(config, dataset, tmp_path / "a")
     second, _ = _train(config, dataset, tmp_path / "b")
     columns = ["scribble", "rec", "total", "val"]
-    np.testing.assert_allclose(first.history[columns].to_numpy(float), second.history[columns].to_numpy(float))
+    # The CPU repeats a run exactly. CUDA's convolution kernels sum in a varying order (in bfloat16 where the card
+    # computes it), so there the same seed repeats the run closely, not bit for bit.
+    tolerance = 1e-7 if pick_device(config.train.device).type == "cpu" else 5e-2
+    np.testing.assert_allclose(first.history[columns].to_numpy(float), second.history[columns].to_numpy(float),
+                               rtol=tolerance)
 
 
 def test_stop_then_resume_continues_where_it_stopped(small_dataset, tmp_path):
