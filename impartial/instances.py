@@ -6,8 +6,11 @@ Two methods, chosen by ``InstanceConfig.method``:
   below ``min_size`` pixels, grow the labels by ``grow`` pixels. Touching cells without a visible gap merge.
 - ``watershed`` (default): the same foreground, split by a seeded watershed. Seeds are the predicted cell cores when
   the run has them (see impartial.separation), else predicted nuclei when the run has a nucleus class, else blobs
-  of the nuclear channel, else peaks of the distance to the background. Every foreground region without a seed
-  still becomes a cell, so nothing the network found is lost.
+  of the nuclear channel, else peaks of the distance to the background. With nuclei as seeds, a part of the
+  foreground far from every nucleus is seeded too: a cell whose nucleus lies outside the section. The watershed is
+  compact (``InstanceConfig.compactness``), so where the probability shows no border between two cells the split
+  falls about halfway between their seeds. Every foreground region without a seed still becomes a cell, so nothing
+  the network found is lost.
 
 All label images are (H, W) int32 with 0 = background and ids 1..n.
 """
@@ -32,6 +35,12 @@ WINDOW_MARGIN = 128
 _CHANNEL_SIGMA = 1.0
 # A distance-transform peak seeds its own cell only if it rises this many pixels above the saddle to its neighbour.
 _PEAK_HEIGHT = 1.0
+# A foreground peak this far (px) from every nucleus seed seeds a cell of its own: a cell whose nucleus lies outside
+# the section (a quarter of the cells of a Vectra tissue section). Nuclei are about this radius.
+_NUCLEUS_REACH = 6.0
+# The cells without a nucleus are seeded from the distance transform of the probability above this level: the
+# probability dips (without reaching the foreground threshold) where touching cells meet, so the level opens gaps.
+_INNER_LEVEL = 0.5
 # The threshold choice prefers values near the middle when several separate the scribbles equally well.
 _NEUTRAL_THRESHOLD = 0.5
 DEFAULT_CANDIDATES = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -159,13 +168,14 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
     foreground = cell_prob > config.threshold
     if core_prob is not None and config.seeds == "core":
         return _core_seeded_instances(foreground, core_prob, nucleus_prob, config)
-    seeds, seeds_are_nuclei = _seeds(foreground, nucleus_prob, image, config)
+    nuclei, seeds_are_nuclei = _seeds(foreground, nucleus_prob, image, config)
     if nucleus_prob is not None:
-        foreground |= seeds > 0
-    flooded = watershed(_landscape(cell_prob, image, config.membrane_channel), markers=seeds, mask=foreground)
+        foreground |= nuclei > 0
+    seeds = _with_cells_without_nucleus(nuclei, cell_prob, foreground) if seeds_are_nuclei else nuclei
+    flooded = watershed(_landscape(cell_prob, image, config.membrane_channel), markers=seeds, mask=foreground,
+                        compactness=config.compactness)
     cells = _finish_labels(_with_unseeded_regions(flooded, foreground), config.min_size, config.grow)
-    nuclei = _nuclei_in_cells(seeds > 0, cells) if seeds_are_nuclei else None
-    return cells, nuclei
+    return cells, _nuclei_in_cells(nuclei > 0, cells) if seeds_are_nuclei else None
 
 
 def _core_seeded_instances(foreground: np.ndarray, core_prob: np.ndarray, nucleus_prob: np.ndarray | None,
@@ -264,6 +274,21 @@ def _seeds(foreground: np.ndarray, nucleus_prob: np.ndarray | None, image: np.nd
     else:
         return label(h_maxima(ndi.distance_transform_edt(foreground), _PEAK_HEIGHT), connectivity=2), False
     return _finish_labels(label(blobs, connectivity=1), config.min_size, grow=0), True
+
+
+def _with_cells_without_nucleus(nuclei: np.ndarray, cell_prob: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """The nucleus seeds plus one seed per foreground peak farther than ``_NUCLEUS_REACH`` from every nucleus.
+
+    A peak is a maximum, ``_PEAK_HEIGHT`` above its surroundings, of the (lightly smoothed) distance to the pixels
+    below ``_INNER_LEVEL`` cell probability. Returns (H, W) int32 labels: the nuclei keep their ids, the new seeds
+    follow them.
+    """
+    inner = ndi.gaussian_filter(ndi.distance_transform_edt(cell_prob > _INNER_LEVEL), 1.0)
+    # (without any nucleus, scipy would measure from the image's corner)
+    far_from_nuclei = ndi.distance_transform_edt(nuclei == 0) > _NUCLEUS_REACH if nuclei.any() else foreground
+    deep_enough = inner > 2 * _PEAK_HEIGHT  # not a sliver between cells
+    peaks = label(h_maxima(inner, _PEAK_HEIGHT) & far_from_nuclei & deep_enough & foreground, connectivity=2)
+    return np.where(peaks > 0, peaks + nuclei.max(), nuclei).astype(np.int32)
 
 
 def _split_touching(blobs: np.ndarray) -> np.ndarray:

@@ -62,6 +62,34 @@ def test_watershed_seeds_from_the_nuclear_channel_and_follows_the_membrane(touch
     assert nuclei is not None and set(np.unique(nuclei)) == {0, 1, 2}
 
 
+def test_a_cell_without_a_nucleus_gets_a_seed_of_its_own(touching_squares):
+    # The right square's nucleus lies outside the section; the probability dips below 0.5 where the squares meet.
+    squares, cell_prob, nucleus_prob = touching_squares
+    cell_prob = cell_prob.copy()
+    cell_prob[10:30, 29:31] = 0.4
+    nucleus_prob[:, 30:] = 0.0
+    image = np.stack([np.zeros(SHAPE), nucleus_prob]).astype(np.float32)
+    config = InstanceConfig(threshold=0.3, membrane_channel=None, grow=0)
+    cells, nuclei = watershed_instances(cell_prob, None, image, config)
+    assert_separated(squares, cells)
+    assert set(np.unique(nuclei)) == {0, cells[20, 20]}  # only the left cell has a nucleus
+
+
+def test_compact_watershed_stops_halfway_where_no_border_shows():
+    # One 20 x 40 block of two cells whose probability falls from left to right without a dip between them.
+    block = np.zeros(SHAPE, bool)
+    block[10:30, 10:50] = True
+    cell_prob = np.where(block, np.interp(np.arange(SHAPE[1]), [10, 50], [0.95, 0.6])[np.newaxis, :], 0.05)
+    nuclear = np.zeros(SHAPE)
+    nuclear[16:24, 16:24] = nuclear[16:24, 36:44] = 1.0
+    image = np.stack([np.zeros(SHAPE), nuclear]).astype(np.float32)
+    areas = {compactness: np.bincount(watershed_instances(
+        cell_prob, None, image, InstanceConfig(membrane_channel=None, grow=0, compactness=compactness))[0].ravel())
+        for compactness in (0.0, 0.01)}
+    assert list(areas[0.0]) == [1600, 660, 140]  # plain flooding: the brighter cell takes most of the block
+    assert list(areas[0.01]) == [1600, 400, 400]
+
+
 def test_watershed_splits_at_distance_peaks_without_nuclei():
     rows, cols = np.mgrid[: SHAPE[0], : SHAPE[1]]
     discs = np.zeros(SHAPE, np.int32)
