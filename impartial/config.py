@@ -92,6 +92,9 @@ class TrainConfig:
     wreg: float = 0.0
     wsep: float = 0.45  # weight of the cell-core loss that teaches touching cells apart (RunConfig.separation)
     core_margin: int = 2  # px: background strokes mark pixels this close to them as "not a cell core"
+    # Weight of a background term on the gaps of touching cells alone (background-stroke pixels between two cell
+    # strokes): the few pixels where the probability must dip for the watershed to find the border. 0 = off.
+    wgap: float = 0.0
     ratio: float = 0.95  # fraction of pixels per channel kept; 1 - ratio are blind spots
     blind_radius: int = 5  # neighbour offsets in [-radius, radius - 1], as the method's 10x10 window
     rec_loss: RecLoss = "gaussian"  # "gaussian" (the method's) or "mixture" (true mixture likelihood)
@@ -288,7 +291,8 @@ def _problems(config: RunConfig):
         (train.batch >= 1, "train.batch must be at least 1"),
         (train.patches_per_epoch >= train.batch, "train.patches_per_epoch must be at least train.batch"),
         (train.lr > 0, "train.lr must be positive"),
-        (min(train.wfore, train.wback, train.wrec, train.wreg, train.wsep) >= 0, "loss weights must be non-negative"),
+        (min(train.wfore, train.wback, train.wrec, train.wreg, train.wsep, train.wgap) >= 0,
+         "loss weights must be non-negative"),
         (train.core_margin >= 0, "train.core_margin must be non-negative"),
         (0.0 < train.ratio < 1.0, "train.ratio must be in (0, 1)"),
         (train.blind_radius >= 1, "train.blind_radius must be at least 1"),

@@ -143,6 +143,25 @@ def separation_loss(core_logits: torch.Tensor, targets: torch.Tensor) -> torch.T
     return torch.stack(sides).mean()
 
 
+def gap_loss(task_output: TaskOutput, task: TaskConfig, gaps: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the background on the gaps of touching cells: ``-log max(P_bg, 1e-20)`` averaged over the
+    gap pixels of the batch (0 when there are none).
+
+    The background term averages over all background strokes, where the gaps are a few pixels among many; on
+    their own they weigh as a term, so the probability learns to dip where touching cells meet.
+
+    Args:
+        task_output: the first task's outputs (its background is the whole cell's).
+        task: that task's settings (components per class).
+        gaps: (B, H, W) float 0/1, the gap pixels (see impartial.separation.gap_strokes).
+    """
+    count = gaps.sum()
+    if count == 0:
+        return gaps.new_zeros(())
+    background = class_probabilities(torch.softmax(task_output.logits, dim=1), task.ncomponents)[:, -1]
+    return (-torch.log(background.clamp_min(LOG_FLOOR)) * gaps).sum() / count
+
+
 def smoothness_loss(component_probs: torch.Tensor) -> torch.Tensor:
     """Total variation of (B, K, H, W) probabilities: half the sum of mean |vertical| and |horizontal| steps."""
     vertical = (component_probs[:, :, 1:] - component_probs[:, :, :-1]).abs().mean()
@@ -159,29 +178,33 @@ def total_loss(output: torch.Tensor, x_clean: torch.Tensor, blind_mask: torch.Te
         x_clean: (B, C, H, W) the uncorrupted patch.
         blind_mask: (B, C, H, W) bool, True at blind spots.
         scribbles: (B, S, H, W) float 0/1 in the method's layout (per task: classes, then background), followed,
-            when ``config.separation`` is on, by the three cell-core target maps (core, not core, gap).
+            when ``config.separation`` is on, by the three cell-core target maps (core, not core, gap), then, when
+            ``config.train.wgap`` > 0, by the map of the gaps of touching cells (see :func:`gap_loss`).
         config: supplies the tasks, the weights and ``train.rec_loss``.
 
     Returns:
-        (total, parts) with parts ``fore``, ``back``, ``rec``, ``reg``, ``sep`` (0 without separation),
-        ``scribble`` (weighted fore + back) and ``total``, all scalar tensors; only the returned ``total``
-        carries the gradient.
+        (total, parts) with parts ``fore``, ``back``, ``rec``, ``reg``, ``sep`` (0 without separation), ``gap``
+        (0 without its weight), ``scribble`` (weighted fore + back) and ``total``, all scalar tensors; only the
+        returned ``total`` carries the gradient.
     """
     weights = config.train
     n_scribbles = config.n_scribble_channels
-    expected = n_scribbles + CORE_TARGETS * int(config.separation)
+    n_core = CORE_TARGETS * int(config.separation)
+    expected = n_scribbles + n_core + int(weights.wgap > 0)
     if scribbles.shape[1] != expected:
         raise ValueError(f"scribbles have {scribbles.shape[1]} channels, expected {expected}")
     task_scribbles = _split_scribbles(scribbles[:, :n_scribbles], config.tasks)
+    task_outputs = split_outputs(output, config.tasks)
     per_task = [_task_losses(task_output, task, x_clean, blind_mask, maps, weights.rec_loss)
-                for task_output, task, maps in zip(split_outputs(output, config.tasks), config.tasks,
-                                                   task_scribbles, strict=True)]
+                for task_output, task, maps in zip(task_outputs, config.tasks, task_scribbles, strict=True)]
     parts = {name: torch.stack([losses[name] for losses in per_task]).mean() for name in per_task[0]}
-    parts["sep"] = (separation_loss(output[:, config.n_task_outputs], scribbles[:, n_scribbles:])
+    parts["sep"] = (separation_loss(output[:, config.n_task_outputs], scribbles[:, n_scribbles:n_scribbles + n_core])
                     if config.separation else output.new_zeros(()))
+    parts["gap"] = (gap_loss(task_outputs[0], config.tasks[0], scribbles[:, -1])
+                    if weights.wgap > 0 else output.new_zeros(()))
     parts["scribble"] = weights.wfore * parts["fore"] + weights.wback * parts["back"]
     total = (parts["scribble"] + weights.wrec * parts["rec"] + weights.wreg * parts["reg"]
-             + weights.wsep * parts["sep"])
+             + weights.wsep * parts["sep"] + weights.wgap * parts["gap"])
     parts["total"] = total
     # The parts are for logging: detached, so turning them into floats neither warns nor keeps the graph.
     return total, {name: value.detach() for name, value in parts.items()}

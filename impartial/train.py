@@ -52,7 +52,7 @@ from .runs import (
 )
 from .sampling import PatchSampler, blind_spots
 from .scribbles import validation_box
-from .separation import core_targets
+from .separation import core_targets, gap_strokes
 from .storage import atomic_path, write_json, write_text
 
 # Within a time-budgeted cycle the learning rate falls along a cosine from lr to this fraction of lr,
@@ -510,10 +510,14 @@ class Trainer:
             raise InputError("no scribbles: draw at least one foreground and one background stroke")
 
     def _targets(self, item: TrainingImage) -> np.ndarray:
-        """(H, W, S [+ 3]) what the loss learns from: the scribbles, then the cell-core targets when separating."""
-        if not self.config.separation:
-            return item.scribbles
-        return np.concatenate([item.scribbles, core_targets(item.scribbles, self.config)], axis=-1)
+        """(H, W, S [+ 3] [+ 1]) what the loss learns from: the scribbles, then the cell-core targets when
+        separating, then the gaps of touching cells when they have a weight of their own (``train.wgap``)."""
+        maps = [item.scribbles]
+        if self.config.separation:
+            maps.append(core_targets(item.scribbles, self.config))
+        if self.config.train.wgap > 0:
+            maps.append(gap_strokes(item.scribbles, self.config)[..., np.newaxis].astype(np.uint8))
+        return np.concatenate(maps, axis=-1)
 
     def _samplers(self, rng: np.random.Generator,
                   generator: torch.Generator) -> tuple[PatchSampler, list[tuple[torch.Tensor, ...]]]:

@@ -8,6 +8,7 @@ import torch
 from impartial.config import preset_config
 from impartial.losses import (
     class_probabilities,
+    gap_loss,
     reconstruction_loss,
     scribble_loss,
     smoothness_loss,
@@ -190,14 +191,42 @@ def test_total_loss_whole_cell_by_hand():
     mask = torch.zeros(1, 2, 2, 2, dtype=torch.bool)
     mask[0, :, 0, 1] = True
     total, parts = total_loss(uniform_output(config), torch.ones(1, 2, 2, 2), mask, scribbles, config)
-    assert set(parts) == {"fore", "back", "rec", "reg", "sep", "scribble", "total"}
-    assert float(parts["sep"]) == 0
+    assert set(parts) == {"fore", "back", "rec", "reg", "sep", "gap", "scribble", "total"}
+    assert float(parts["sep"]) == 0 and float(parts["gap"]) == 0
     assert float(parts["fore"]) == pytest.approx(LN2) and float(parts["back"]) == pytest.approx(LN2)
     assert float(parts["rec"]) == pytest.approx(0.5 + HALF_LOG_2PI)
     assert float(parts["reg"]) == 0
     assert float(parts["scribble"]) == pytest.approx(0.9 * LN2)
     assert total.item() == pytest.approx(0.9 * LN2 + 0.1 * (0.5 + HALF_LOG_2PI))
     assert float(parts["total"]) == total.item()
+
+
+def test_gap_loss_by_hand():
+    # Whole cell, components [2, 2]. Pixel 0: all logits 0, P_bg = 1/2. Pixel 1: background logits ln 3,
+    # P_bg = (3 + 3) / (1 + 1 + 3 + 3) = 3/4. Only gap pixels count, averaged over them.
+    config = method_config("whole_cell")
+    output = torch.zeros(1, config.n_outputs, 1, 2)
+    output[0, 2:4, 0, 1] = math.log(3.0)
+    task_output = split_outputs(output, config.tasks)[0]
+    both, first, none = torch.tensor([[[1.0, 1.0]]]), torch.tensor([[[1.0, 0.0]]]), torch.zeros(1, 1, 2)
+    assert float(gap_loss(task_output, config.tasks[0], both)) == pytest.approx((LN2 + math.log(4 / 3)) / 2)
+    assert float(gap_loss(task_output, config.tasks[0], first)) == pytest.approx(LN2)
+    assert float(gap_loss(task_output, config.tasks[0], none)) == 0
+
+
+def test_total_loss_adds_the_weighted_gap_term_from_the_last_map():
+    # As the whole-cell case above (P_bg = 1/2 everywhere), with wgap 0.5 and one gap pixel: + 0.5 ln 2.
+    config = method_config("whole_cell")
+    config.train.wgap = 0.5
+    scribbles = torch.zeros(1, 3, 2, 2)
+    scribbles[0, 0, 0, 0] = scribbles[0, 1, 1, 1] = scribbles[0, 2, 1, 1] = 1
+    mask = torch.zeros(1, 2, 2, 2, dtype=torch.bool)
+    mask[0, :, 0, 1] = True
+    total, parts = total_loss(uniform_output(config), torch.ones(1, 2, 2, 2), mask, scribbles, config)
+    assert float(parts["gap"]) == pytest.approx(LN2)
+    assert total.item() == pytest.approx(0.9 * LN2 + 0.1 * (0.5 + HALF_LOG_2PI) + 0.5 * LN2)
+    with pytest.raises(ValueError, match="expected 3"):
+        total_loss(uniform_output(config), torch.ones(1, 2, 2, 2), mask, scribbles[:, :2], config)
 
 
 def test_total_loss_slices_tasks_and_averages_over_them():

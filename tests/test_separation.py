@@ -16,6 +16,7 @@ from impartial.separation import (
     cell_and_background_strokes,
     choose_seeds,
     core_targets,
+    gap_strokes,
     stroke_consistency,
 )
 from impartial.train import Trainer
@@ -98,6 +99,15 @@ def test_a_background_stroke_between_two_cell_strokes_is_a_gap():
     targets = core_targets(scribbles, config)
     assert np.flatnonzero(targets[0, :, 2]).tolist() == [5, 6, 7]
     assert np.flatnonzero(targets[0, :, 1]).tolist() == [5, 6, 7, 16, 17, 18]
+
+
+def test_gap_strokes_are_the_background_strokes_between_two_cell_strokes():
+    # The same row: only the background stroke at x = 6 has two cell strokes within GAP_REACH.
+    config = preset_config("quick", "whole_cell")
+    scribbles = np.zeros((1, 20, 2), np.uint8)
+    scribbles[0, [2, 10], 0] = 1
+    scribbles[0, [6, 17], 1] = 1
+    assert np.flatnonzero(gap_strokes(scribbles, config)[0]).tolist() == [6]
 
 
 def test_core_targets_of_the_vectra_tasks_use_every_cell_part_and_their_backgrounds():

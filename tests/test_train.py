@@ -119,6 +119,17 @@ def test_run_folder_and_events(small_dataset, tmp_path):
     assert 0 < run.thresholds["threshold"] < 1
 
 
+def test_a_run_with_the_gap_weight_learns_from_the_gap_map_too(small_dataset, tmp_path, monkeypatch):
+    # The loss gets the scribbles plus one map: the background strokes between two cell strokes.
+    config, dataset = small_dataset
+    seen = []
+    original = train_module.total_loss
+    monkeypatch.setattr(train_module, "total_loss", lambda *args: seen.append(args[3].shape[1]) or original(*args))
+    run, _ = _train(_with(config, wgap=0.5, epochs=1), dataset, tmp_path / "gap")
+    assert run.status["state"] == "done" and np.isfinite(run.history["total"]).all()
+    assert set(seen) == {config.n_scribble_channels + 1}
+
+
 def test_event_kinds_and_run_states_outside_their_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown training event 'checkpoint'"):
         TrainingEvent(kind="checkpoint")
