@@ -37,7 +37,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from impartial.config import apply_overrides  # noqa: E402
-from impartial.project import create_demo_project  # noqa: E402
+from impartial.demo import create_demo_project  # noqa: E402
 from impartial.train import Trainer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests" / "browser"))

@@ -28,7 +28,6 @@ from impartial.slides import SlideProgress, SlideResult, find_slides, finished_s
 from .state import job_owner, user
 
 SCHEDULER_ENV = "IMPARTIAL_DASK_SCHEDULER"  # tcp://HOST:PORT of the server's Dask scheduler (docs/server.md)
-SLIDES_FOLDER = "slides"  # predictions/<run>/slides/: apart from the Results page's exports, whose names may clash
 BATCH_SLOTS = 1  # batches run one after the other: a local cluster takes every CPU
 REFRESH_SECONDS = 2.0
 CONNECT_TIMEOUT_S = 10  # how long to try reaching a scheduler before the job fails with a message
@@ -44,11 +43,6 @@ def batch_manager() -> JobManager:
 def configured_scheduler() -> str:
     """The server's Dask scheduler address, ``$IMPARTIAL_DASK_SCHEDULER``; empty when none is configured."""
     return os.environ.get(SCHEDULER_ENV, "").strip()
-
-
-def slides_folder(project: Project, run_id: str) -> Path:
-    """Where a batch of run ``run_id`` leaves its outputs: ``<project>/predictions/<run_id>/slides/``."""
-    return project.prediction_dir(run_id) / SLIDES_FOLDER
 
 
 def readable_slides(entries: str, root: Path, viewer: str | None) -> tuple[list[Path], list[InputError]]:
@@ -98,7 +92,7 @@ def submit_batch(project: Project, run_id: str, slides: list[Path], settings: Ba
     """
     run_dir = project.run_dir(run_id)
     Run.load(run_dir).require_checkpoints()
-    out_dir = slides_folder(project, run_id)
+    out_dir = project.slides_dir(run_id)
     paths = [str(path) for path in slides]
 
     def work(ctx: JobContext) -> list[SlideResult]:
@@ -219,7 +213,7 @@ DOWNLOADS = {"csv": ("Cells (CSV)", "text/csv"), "geojson": ("Cells (GeoJSON, Qu
 
 def outputs_section(project: Project, run_id: str) -> None:
     """Where the slides predicted by run ``run_id`` are, with each one's CSV and GeoJSON to download."""
-    folder = slides_folder(project, run_id)
+    folder = project.slides_dir(run_id)
     names = finished_slides(folder)
     if not names:
         st.caption(f"No slide predicted by run {run_id} yet. Outputs go to `{folder}`.")

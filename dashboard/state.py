@@ -15,10 +15,11 @@ from pathlib import Path
 import streamlit as st
 import torch
 
+from impartial.demo import create_demo_project
 from impartial.device import native_bfloat16, pick_device, training_slots
 from impartial.errors import InputError
 from impartial.jobs import JobManager
-from impartial.project import Project, create_demo_project, data_root_from_env, open_project, safe_name
+from impartial.project import Project, data_root_from_env, open_project, safe_name
 
 from . import keys
 

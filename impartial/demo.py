@@ -1,4 +1,5 @@
-"""Datasets on disk for the CLI: the synthetic demo, and automatic scribbles for labelled files."""
+"""The synthetic demo, as a dashboard project or as a dataset on disk for the CLI, and automatic scribbles for
+labelled files."""
 
 from __future__ import annotations
 
@@ -6,14 +7,42 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import TASK_PRESETS, RunConfig
+from .config import TASK_PRESETS, RunConfig, whole_cell_tasks
 from .dataset import read_files_csv, write_files_csv
 from .errors import InputError
 from .export import save_label_tiff
 from .io import read_image, read_labels, write_image_tiff
+from .project import Project, create_project, open_project, projects_root
 from .scribbles import auto_scribbles, scribble_table
 from .storage import write_npz, write_text
 from .synthetic import class_labels, make_tissue
+
+
+def create_demo_project(data_root: str | Path, name: str = "demo", n_images: int = 3, size: int = 256,
+                        seed: int = 0, owner: str | None = None) -> Project:
+    """A ready-to-train project of synthetic tissue: images, whole-cell labels, automatic scribbles on
+    ~20 % of the cells of the first two images. Opens the project instead when it exists already.
+    """
+    if not (projects_root(data_root) / name).exists():
+        try:
+            create_project(data_root, name, ["membrane", "nuclear"], whole_cell_tasks(), owner,
+                           fill=lambda project: _fill_demo(project, n_images, size, seed))
+        except InputError:
+            if not (projects_root(data_root) / name).exists():
+                raise
+            # else another session finished its demo first: use that one
+    return open_project(data_root, name, user=owner)
+
+
+def _fill_demo(project: Project, n_images: int, size: int, seed: int) -> None:
+    for index in range(n_images):
+        tissue = make_tissue(size, size, seed=seed + index)
+        names, errors = project.add_samples([(f"tissue_{index + 1}", tissue.image, tissue.cells)])
+        if errors:
+            raise errors[0]
+        name = names[0]
+        if index < 2:
+            project.auto_scribble(name, fraction=0.2, seed=seed + index)
 
 
 def write_demo_dataset(out: str | Path, n_images: int = 4, size: int = 256, fraction: float = 0.2,

@@ -43,9 +43,9 @@ import filelock
 import numpy as np
 import tifffile
 
-from . import io, scribbles, storage, strokes, synthetic
+from . import io, scribbles, storage, strokes
 from .access import can_open
-from .config import RunConfig, TaskConfig, preset_config, whole_cell_tasks
+from .config import RunConfig, TaskConfig, preset_config
 from .dataset import TrainingImage
 from .errors import InputError
 from .export import save_label_tiff
@@ -170,10 +170,28 @@ def _checked_project_name(name: str) -> str:
 # --- creating, opening, listing -----------------------------------------------------------------
 
 def create_project(data_root: str | Path, name: str, channels: list[str], tasks: list[TaskConfig],
-                   owner: str | None = None, shared: bool = False) -> Project:
-    """Make a new, empty project folder. InputError when the name is bad or taken, or tasks do not fit channels."""
+                   owner: str | None = None, shared: bool = False,
+                   fill: Callable[[Project], None] | None = None) -> Project:
+    """Make a new project folder. InputError when the name is bad or taken, or tasks do not fit channels.
+
+    With ``fill``, the project is built in a hidden folder, filled by ``fill`` and renamed into place, so a crash
+    never leaves half a project behind and nobody sees it before it is complete.
+    """
     folder = projects_root(data_root) / _checked_project_name(name)
-    _write_new_project(folder, _new_meta(name, channels, tasks, owner, shared))
+    meta = _new_meta(name, channels, tasks, owner, shared)
+    if fill is None:
+        _write_new_project(folder, meta)
+        return Project(folder)
+    building = folder.with_name(f".{name}.building-{secrets.token_hex(4)}")
+    try:
+        _write_new_project(building, meta)
+        fill(Project(building))
+        try:
+            building.rename(folder)
+        except OSError as error:
+            raise InputError("a project with this name exists already", name) from error
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
     return Project(folder)
 
 
@@ -594,11 +612,12 @@ class Project:
 
         Same rules as uploads: good files go in, each bad one gives an InputError. Returns (names, errors).
         """
-        return self._add_samples(io.import_samples(path))
+        return self.add_samples(io.import_samples(path))
 
-    def _add_samples(self, samples: Iterable[tuple[str, Path | np.ndarray, Path | np.ndarray | None]]
-                     ) -> tuple[list[str], list[InputError]]:
-        """Store (source name, image, labels) samples, where image and labels are arrays or files to read."""
+    def add_samples(self, samples: Iterable[tuple[str, Path | np.ndarray, Path | np.ndarray | None]]
+                    ) -> tuple[list[str], list[InputError]]:
+        """Store (source name, image, labels) samples, where image (C, H, W) and labels (H, W) are arrays or files
+        to read; labels may be None. Returns (image names, errors), as :meth:`import_folder`."""
         names, errors = [], []
         for source, image, labels in samples:
             try:
@@ -928,6 +947,11 @@ class Project:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def slides_dir(self, run_id: str) -> Path:
+        """``predictions/<run_id>/slides/`` (not created), where whole-slide batches of a run leave their outputs:
+        apart from the per-image exports, whose names a slide's may match."""
+        return self.prediction_dir(run_id) / "slides"
+
 
 # --- uploads -------------------------------------------------------------------------------------
 
@@ -938,37 +962,3 @@ def _uploaded(filename: str, data: bytes) -> Iterator[Path]:
         path = Path(folder) / f"upload{Path(safe_name(filename)).suffix.lower()}"
         path.write_bytes(data)
         yield path
-
-
-# --- the demo ------------------------------------------------------------------------------------
-
-def create_demo_project(data_root: str | Path, name: str = "demo", n_images: int = 3, size: int = 256,
-                        seed: int = 0, owner: str | None = None) -> Project:
-    """A ready-to-train project of synthetic tissue: images, whole-cell labels, automatic scribbles on
-    ~20 % of the cells of the first two images. Opens the project instead when it exists already.
-
-    Built in a hidden folder and renamed into place, so a crash never leaves half a demo behind.
-    """
-    final = projects_root(data_root) / _checked_project_name(name)
-    if final.exists():
-        return open_project(data_root, name, user=owner)
-    building = final.with_name(f".{name}.building-{secrets.token_hex(4)}")
-    try:
-        _write_new_project(building, _new_meta(name, ["membrane", "nuclear"], whole_cell_tasks(), owner, False))
-        _fill_demo(Project(building), n_images, size, seed)
-        try:
-            building.rename(final)
-        except OSError:
-            pass  # another session finished its demo first: use that one
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return open_project(data_root, name, user=owner)
-
-
-def _fill_demo(project: Project, n_images: int, size: int, seed: int) -> None:
-    for index in range(n_images):
-        tissue = synthetic.make_tissue(size, size, seed=seed + index)
-        name = project._store_image(f"tissue_{index + 1}", tissue.image, "demo")
-        project._store_labels(name, tissue.cells, "demo")
-        if index < 2:
-            project.auto_scribble(name, fraction=0.2, seed=seed + index)

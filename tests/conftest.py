@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from factories import scribbled_images, serve_data_root, tiny_config, tiny_project_run
-from impartial.project import create_demo_project
+from impartial.demo import create_demo_project
 
 # Tests run beside other work on small machines; one thread keeps them predictable.
 torch.set_num_threads(int(os.environ.get("IMPARTIAL_TEST_THREADS", "1")))

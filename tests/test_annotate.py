@@ -21,7 +21,7 @@ from dashboard.annotate import (
 )
 from dashboard.canvas import apply_edits
 from impartial.config import tissuenet_tasks, whole_cell_tasks
-from impartial.project import create_demo_project
+from impartial.demo import create_demo_project
 from impartial.scribbles import count_pieces
 
 

@@ -17,7 +17,8 @@ from dashboard.render import composite
 from dashboard.training import epoch_count, progress_fraction
 from factories import serve_data_root
 from impartial.config import RunConfig
-from impartial.project import create_demo_project, open_project
+from impartial.demo import create_demo_project
+from impartial.project import open_project
 from impartial.runs import Run
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

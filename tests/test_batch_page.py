@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import tifffile
 from streamlit.testing.v1 import AppTest
+from test_app import open_page
 
 from factories import serve_data_root, tiny_project_run
-from impartial.project import create_demo_project
+from impartial.demo import create_demo_project
 from impartial.slides import STOPPED_MESSAGE, finished_slides
 from impartial.synthetic import make_tissue
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT_S = 60
 CHUNK, MARGIN = 96, 32  # a 192 x 224 slide in 2 x 3 chunks
 WORKER_FREE = threading.Event()  # the cluster's one worker thread waits for it in _hold_the_worker
@@ -62,12 +62,7 @@ def page(trained, cluster, monkeypatch):
     """The Batch page of the demo project, with the cluster as the server's configured scheduler."""
     serve_data_root(monkeypatch, trained[0])
     monkeypatch.setenv("IMPARTIAL_DASK_SCHEDULER", cluster[0])
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    app.session_state["project"] = "demo"
-    app.run()
-    app.switch_page("views/5_Batch.py").run()
-    assert not app.exception, app.exception
-    return app
+    return open_page("5_Batch.py", project="demo")
 
 
 def start(app: AppTest, entries: str) -> AppTest:

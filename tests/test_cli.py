@@ -95,8 +95,8 @@ def test_a_project_run_waits_for_the_device_then_shows_in_the_project(tmp_path, 
 
     import torch
 
+    from impartial.demo import create_demo_project
     from impartial.devicelock import device_turn
-    from impartial.project import create_demo_project
 
     project = create_demo_project(tmp_path / "data", n_images=2, size=96)
     command = ["train", "--project", str(project.dir), "--device", "cpu", *TINY]
@@ -144,7 +144,7 @@ def test_a_project_run_stopped_while_waiting_for_the_device_leaves_no_empty_run(
     import contextlib
 
     from impartial import cli
-    from impartial.project import create_demo_project
+    from impartial.demo import create_demo_project
 
     @contextlib.contextmanager
     def interrupted_wait(*args):
@@ -176,7 +176,7 @@ def test_scribbles_from_imagej_roi_labels(demo, tmp_path):
 
 
 def test_training_with_cell_strokes_only_is_refused_in_one_line_and_leaves_no_run(tmp_path, capsys):
-    from impartial.project import create_demo_project
+    from impartial.demo import create_demo_project
 
     project = create_demo_project(tmp_path, n_images=2, size=64)
     for name in project.images():

@@ -7,8 +7,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import open_page as open_project_page
 
+from impartial.demo import create_demo_project
 from impartial.errors import InputError
-from impartial.project import Project, create_demo_project
+from impartial.project import Project
 
 SCRIBBLED = ["tissue_1", "tissue_2"]  # the demo scribbles its first two images
 

@@ -10,9 +10,10 @@ import pytest
 from test_app import open_page
 
 from factories import tiny_config
+from impartial.demo import create_demo_project
 from impartial.errors import InputError
 from impartial.learning import learning_curve, methods_export, restore_scribbles, score_on_labelled_images
-from impartial.project import Project, create_demo_project
+from impartial.project import Project
 from impartial.runs import Run
 from impartial.train import Trainer
 

@@ -3,8 +3,8 @@
 import threading
 
 from factories import tiny_config
+from impartial.demo import create_demo_project
 from impartial.live import ProjectLiveData, live_config
-from impartial.project import create_demo_project
 from impartial.runs import focus, read_preview, read_status, set_focus
 from impartial.strokes import Stroke
 from impartial.train import Trainer

@@ -8,13 +8,13 @@ import pytest
 import tifffile
 
 from impartial.config import RunConfig, TaskConfig, tissuenet_tasks, whole_cell_tasks
+from impartial.demo import create_demo_project
 from impartial.errors import InputError
 from impartial.io import normalize_percentile
 from impartial.project import (
     DEFAULT_DATA_ROOT,
     Project,
     check_importable,
-    create_demo_project,
     create_project,
     data_root_from_env,
     delete_project,

@@ -12,8 +12,8 @@ from dashboard import training
 from dashboard.training import discard_request, lost_requests, queue_again, stop_job, submit_training
 from factories import serve_data_root
 from impartial.config import RunConfig
+from impartial.demo import create_demo_project
 from impartial.jobs import JobContext, JobManager
-from impartial.project import create_demo_project
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 WAIT_S = 30.0  # generous: only reached when something is broken

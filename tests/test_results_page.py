@@ -12,7 +12,7 @@ import tifffile
 from streamlit.testing.v1 import AppTest
 
 from factories import serve_data_root, tiny_project_run
-from impartial.project import create_demo_project
+from impartial.demo import create_demo_project
 from impartial.runs import checkpoint_paths, read_status, write_status
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

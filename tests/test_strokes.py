@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from impartial.config import TaskConfig
+from impartial.demo import create_demo_project
 from impartial.errors import InputError
-from impartial.project import create_demo_project
 from impartial.strokes import Stroke, painted_values, stroke_pixels
 
 CELL, BACKGROUND = 0, 1  # scribble channels of the demo project's one task

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from impartial.demo import create_demo_project
 from impartial.errors import InputError
-from impartial.project import create_demo_project
 from impartial.scribbles import strokes_at
 from impartial.suggest import gain_maps, suggest_regions
 

@@ -24,9 +24,10 @@ from dashboard.training import (
 )
 from factories import tiny_config
 from impartial.config import apply_overrides, preset_config
+from impartial.demo import create_demo_project
 from impartial.errors import InputError
 from impartial.jobs import JobManager
-from impartial.project import RunInfo, create_demo_project, open_project
+from impartial.project import RunInfo, open_project
 from impartial.runs import write_status
 from impartial.scribbles import MissingSides, missing_sides
 from impartial.train import TrainingEvent, step_pace

@@ -8,7 +8,8 @@ import pytest
 from canvas_actions import draw_stroke
 from playwright.sync_api import Page, expect
 
-from impartial.project import create_demo_project, open_project
+from impartial.demo import create_demo_project
+from impartial.project import open_project
 from impartial.runs import read_status
 
 LIVE_TIMEOUT_MS = 120_000

@@ -6,7 +6,7 @@ import re
 import numpy as np
 from playwright.sync_api import Page, expect
 
-from impartial.project import create_demo_project
+from impartial.demo import create_demo_project
 
 RUN_TIMEOUT_MS = 120_000  # the first epochs on a shared 2-core CPU
 
