@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -450,14 +451,21 @@ def progress_fraction(progress: dict[str, Any]) -> float:
     return min(int(progress.get("epoch") or 0) / total, 1.0) if total else 0.0
 
 
-def live_panel(project: Project) -> None:
+def live_panel(project: Project, below: Callable[[], None] | None = None) -> None:
     """Progress of the project's training, refreshed every few seconds while a job is queued or running
-    (also a run started from the command line)."""
+    (also a run started from the command line); ``below`` draws what else refreshes with it (the runs table), so
+    one timer reads the project's runs, not one per live view."""
     job = active_job(project)
     runs = project.runs()
     outside = runs[0].id if job is None and runs and runs[0].status.get("state") == "running" else None
-    panel = st.fragment(run_every=refresh_seconds(project), key="live-panel")(_panel)
-    panel(project, None if job is None else job.id, outside)
+
+    def refreshed(job_id: str | None, outside_run: str | None) -> None:
+        _panel(project, job_id, outside_run)
+        if below is not None:
+            below()
+
+    st.fragment(run_every=refresh_seconds(project), key="live-panel")(refreshed)(
+        None if job is None else job.id, outside)
 
 
 def refresh_seconds(project: Project) -> float | None:

@@ -14,7 +14,6 @@ from dashboard.training import (
     epoch_count,
     format_seconds,
     live_panel,
-    refresh_seconds,
     run_label,
     runs_with_checkpoints,
     submit_training,
@@ -64,6 +63,19 @@ def resume_control() -> None:
         start(Run.load(chosen.dir).config, st.session_state.get(keys.PREVIEW_IMAGE), run_dir=chosen.dir)
 
 
+def runs_table() -> None:
+    """Every run of the project with its state; refreshed with the progress while a training runs."""
+    st.subheader("Runs")
+    runs = project.runs()
+    if not runs:
+        st.caption("Runs appear here once training starts.")
+        return
+    st.dataframe(pd.DataFrame([{"run": info.id, "state": info.status.get("state"),
+                                "epoch": epoch_count(info.status),
+                                "elapsed": format_seconds(info.status.get("elapsed_s")),
+                                "message": info.status.get("message", "")} for info in runs]), hide_index=True)
+
+
 settings, progress = st.columns([2, 3])
 with settings:
     for gap in one_sided:
@@ -78,22 +90,6 @@ with progress:
     st.subheader("Progress")
     if busy is None and not project.runs():
         st.caption("No training yet: choose the settings and press Start.")
-    live_panel(project)
+    live_panel(project, below=runs_table)
     resume_control()
-
-
-def runs_table() -> None:
-    """Every run of the project with its state; live while a training runs."""
-    runs = project.runs()
-    if not runs:
-        st.caption("Runs appear here once training starts.")
-        return
-    st.dataframe(pd.DataFrame([{"run": info.id, "state": info.status.get("state"),
-                                "epoch": epoch_count(info.status),
-                                "elapsed": format_seconds(info.status.get("elapsed_s")),
-                                "message": info.status.get("message", "")} for info in runs]), hide_index=True)
-
-
-st.subheader("Runs")
-st.fragment(run_every=refresh_seconds(project), key="runs-table")(runs_table)()
 learning_section(project)
