@@ -142,9 +142,10 @@ class InstanceConfig:
     nuclear_channel: int | None = 1  # seeds when no nucleus class is predicted; None = distance peaks
     min_size: int = 5
     grow: int = 1
-    # Compact watershed: a cell grows from its seed by probability *and* distance, so a cell whose border the
-    # probability does not show stops about halfway to the next seed (0 = plain watershed). Measured on Vectra.
-    compactness: float = 0.01
+    # The watershed's landscape rises this much per pixel of distance to the nearest seed, so a cell whose border
+    # the probability does not show stops about halfway to the next seed (0 = the landscape alone). Chosen on
+    # saved Vectra and demo predictions (bench_cross_image.py).
+    compactness: float = 0.04
 
 
 @dataclass

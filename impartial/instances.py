@@ -7,10 +7,10 @@ Two methods, chosen by ``InstanceConfig.method``:
 - ``watershed`` (default): the same foreground, split by a seeded watershed. Seeds are the predicted cell cores when
   the run has them (see impartial.separation), else predicted nuclei when the run has a nucleus class, else blobs
   of the nuclear channel, else peaks of the distance to the background. With nuclei as seeds, a part of the
-  foreground far from every nucleus is seeded too: a cell whose nucleus lies outside the section. The watershed is
-  compact (``InstanceConfig.compactness``), so where the probability shows no border between two cells the split
-  falls about halfway between their seeds. Every foreground region without a seed still becomes a cell, so nothing
-  the network found is lost.
+  foreground far from every nucleus is seeded too: a cell whose nucleus lies outside the section. The landscape
+  rises gently with the distance to the nearest seed (``InstanceConfig.compactness``), so where the probability
+  shows no border between two cells the split falls about halfway between their seeds. Every foreground region
+  without a seed still becomes a cell, so nothing the network found is lost.
 
 All label images are (H, W) int32 with 0 = background and ids 1..n.
 """
@@ -172,8 +172,12 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
     if nucleus_prob is not None:
         foreground |= nuclei > 0
     seeds = _with_cells_without_nucleus(nuclei, cell_prob, foreground) if seeds_are_nuclei else nuclei
-    flooded = watershed(_landscape(cell_prob, image, config.membrane_channel), markers=seeds, mask=foreground,
-                        compactness=config.compactness)
+    relief = _landscape(cell_prob, image, config.membrane_channel)
+    if config.compactness > 0 and seeds.any():
+        # a gentle slope up from every seed: where the probability shows no border, cells meet about halfway
+        # (skimage's compact watershed does much the same at five times the cost)
+        relief = relief + np.float32(config.compactness) * ndi.distance_transform_edt(seeds == 0).astype(np.float32)
+    flooded = watershed(relief, markers=seeds, mask=foreground)
     cells = _finish_labels(_with_unseeded_regions(flooded, foreground), config.min_size, config.grow)
     return cells, _nuclei_in_cells(nuclei > 0, cells) if seeds_are_nuclei else None
 
@@ -277,17 +281,19 @@ def _seeds(foreground: np.ndarray, nucleus_prob: np.ndarray | None, image: np.nd
 
 
 def _with_cells_without_nucleus(nuclei: np.ndarray, cell_prob: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-    """The nucleus seeds plus one seed per foreground peak farther than ``_NUCLEUS_REACH`` from every nucleus.
+    """The nucleus seeds plus one seed per foreground peak farther than ``_NUCLEUS_REACH`` px from every nucleus.
 
-    A peak is a maximum, ``_PEAK_HEIGHT`` above its surroundings, of the (lightly smoothed) distance to the pixels
-    below ``_INNER_LEVEL`` cell probability. Returns (H, W) int32 labels: the nuclei keep their ids, the new seeds
-    follow them.
+    A peak is the highest point within that reach (per axis) of the lightly smoothed distance to the pixels below
+    ``_INNER_LEVEL`` cell probability, and more than ``2 * _PEAK_HEIGHT`` px deep. Returns (H, W) int32 labels: the
+    nuclei keep their ids, the new seeds follow them.
     """
     inner = ndi.gaussian_filter(ndi.distance_transform_edt(cell_prob > _INNER_LEVEL), 1.0)
     # (without any nucleus, scipy would measure from the image's corner)
     far_from_nuclei = ndi.distance_transform_edt(nuclei == 0) > _NUCLEUS_REACH if nuclei.any() else foreground
     deep_enough = inner > 2 * _PEAK_HEIGHT  # not a sliver between cells
-    peaks = label(h_maxima(inner, _PEAK_HEIGHT) & far_from_nuclei & deep_enough & foreground, connectivity=2)
+    # a maximum filter, not h-maxima: ten times faster on large images, and one seed per reach is what is wanted
+    highest = inner >= ndi.maximum_filter(inner, size=2 * int(_NUCLEUS_REACH) + 1)
+    peaks = label(highest & far_from_nuclei & deep_enough & foreground, connectivity=2)
     return np.where(peaks > 0, peaks + nuclei.max(), nuclei).astype(np.int32)
 
 
