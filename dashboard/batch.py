@@ -10,12 +10,9 @@ server's cluster see the data volume and the folders its administrator mounts, n
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
@@ -23,14 +20,21 @@ from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo, JobManager
 from impartial.project import Project, check_importable, import_roots_from_environment
 from impartial.runs import Run
-from impartial.slides import SlideProgress, SlideResult, find_slides, finished_slides, output_paths, predict_slides
+from impartial.slides import (
+    SlideProgress,
+    SlideResult,
+    dask_client,
+    find_slides,
+    finished_slides,
+    output_paths,
+    predict_slides,
+)
 
 from .state import job_owner, user
 
 SCHEDULER_ENV = "IMPARTIAL_DASK_SCHEDULER"  # tcp://HOST:PORT of the server's Dask scheduler (docs/server.md)
 BATCH_SLOTS = 1  # batches run one after the other: a local cluster takes every CPU
 REFRESH_SECONDS = 2.0
-CONNECT_TIMEOUT_S = 10  # how long to try reaching a scheduler before the job fails with a message
 LABEL_PREFIX = "slides"
 
 
@@ -109,36 +113,12 @@ def submit_batch(project: Project, run_id: str, slides: list[Path], settings: Ba
             results[result.path] = dataclasses.replace(result)
             ctx.report(results=dict(results))
 
-        with dask_client(settings) as (client, threads):
+        with dask_client(settings.scheduler, settings.workers) as (client, threads):
             return predict_slides(client, run_dir, paths, out_dir, chunk=settings.chunk, margin=settings.margin,
                                   threads=threads, progress=False, on_result=on_result, on_progress=on_progress,
                                   stop_event=ctx.stop_event)
 
     return batch_manager().submit(job_owner(), project.name, f"{LABEL_PREFIX} · {run_id} · {project.name}", work)
-
-
-@contextlib.contextmanager
-def dask_client(settings: BatchSettings) -> Iterator[tuple[Any, int]]:
-    """A ``distributed.Client`` of the scheduler, or of a local cluster made for the batch and closed after it;
-    with the torch threads each task should use (a local cluster's workers share this server's CPUs, a
-    scheduler's workers keep torch's default).
-
-    Raises InputError naming the scheduler when it cannot be reached.
-    """
-    from distributed import Client, LocalCluster
-
-    if settings.scheduler:
-        try:
-            client = Client(settings.scheduler, timeout=CONNECT_TIMEOUT_S)
-        except (OSError, TimeoutError, ValueError) as error:  # ValueError: not an address
-            raise InputError(f"cannot reach the Dask scheduler ({error})", settings.scheduler) from error
-        with client:
-            yield client, 0
-        return
-    threads = max(1, (os.cpu_count() or 1) // settings.workers)
-    with LocalCluster(n_workers=settings.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        yield client, threads
 
 
 def project_batches(project: Project) -> list[JobInfo]:

@@ -264,21 +264,12 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_predict_slides(args: argparse.Namespace) -> int:
     """Slides on a Dask cluster (see impartial.slides); exit status 2 when a slide failed, after the others."""
-    import os
-
-    from distributed import Client, LocalCluster
     from tqdm import tqdm
 
-    from .slides import predict_slides
+    from .slides import dask_client, predict_slides
 
     if args.out.exists() and not args.out.is_dir():
         raise InputError("--out must be a folder, but it is a file", args.out)
-    if args.scheduler:
-        cluster, threads = None, args.threads
-    else:
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
     failed = []
 
     def report(result) -> None:
@@ -290,8 +281,7 @@ def run_predict_slides(args: argparse.Namespace) -> int:
             tqdm.write(f"{summary['slide']}: {summary['cells']} cells -> {summary['zarr']}, {summary['csv']}, "
                        f"{summary['geojson']}")
 
-    with cluster if cluster is not None else contextlib.nullcontext(), \
-            Client(cluster if cluster is not None else args.scheduler) as client:
+    with dask_client(args.scheduler, args.workers, args.threads) as (client, threads):
         results = predict_slides(client, args.run, args.images, args.out, chunk=args.chunk, margin=args.margin,
                                  mcdrop=args.mcdrop, threads=threads, on_result=report)
     if failed:

@@ -27,12 +27,14 @@ chunking under the ``impartial`` attribute.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -729,6 +731,32 @@ class SlideProgress:
 
 SlideStage = Literal["predicted", "labelled", "measured"]
 STOPPED_MESSAGE = "stopped before it finished; start it again to go on from the chunks already done"
+
+
+CONNECT_TIMEOUT_S = 10  # how long to try reaching a scheduler before giving up with a message
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int, threads: int = 0) -> Iterator[tuple[Any, int]]:
+    """A ``distributed.Client`` of ``scheduler`` (``tcp://HOST:PORT``), or of a local cluster of ``workers``
+    processes made for the work and closed after it; with the torch threads each task should use: ``threads`` when
+    given, else a local cluster's share of this machine's CPUs, and 0 (torch's default) on a scheduler's workers.
+
+    Raises InputError naming the scheduler when it cannot be reached within ``CONNECT_TIMEOUT_S``.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as error:  # ValueError: not an address
+            raise InputError(f"cannot reach the Dask scheduler ({error})", scheduler) from error
+        with client:
+            yield client, threads
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client, threads or max(1, (os.cpu_count() or 1) // workers)
 
 
 def predict_slides(client, run_dir: str | Path, slides: Iterable[str | Path], out_dir: str | Path,

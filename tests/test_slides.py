@@ -21,6 +21,7 @@ from impartial.runs import Run
 from impartial.slides import (
     STOPPED_MESSAGE,
     SlideProgress,
+    dask_client,
     estimate_percentiles,
     find_slides,
     finished_slides,
@@ -421,3 +422,10 @@ def test_find_slides_and_the_finished_ones(predicted, tmp_path):
     assert str(tmp_path / "empty") in str(refused.value)
     with pytest.raises(InputError, match="not found"):
         find_slides(folder / "missing")
+
+
+def test_a_scheduler_that_is_no_address_is_named_in_one_message():
+    with pytest.raises(InputError, match="cannot reach the Dask scheduler") as caught:
+        with dask_client("no-such-scheme://scheduler", workers=1):
+            pass
+    assert "no-such-scheme://scheduler" in str(caught.value)
