@@ -25,7 +25,8 @@ def test_start_is_off_while_the_run_goes_and_its_progress_stays_in_view(page, da
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Tab")
-    expect(page.get_by_text(re.compile(r"^Trains for its 1 min 00 s time budget"))).to_be_visible()
+    # before any run here the estimate first times a few training steps, slow on a busy 2-core machine
+    expect(page.get_by_text(re.compile(r"^Trains for its 1 min 00 s time budget"))).to_be_visible(timeout=60_000)
     start = page.get_by_role("button", name="Start training")
     start.click()
 
