@@ -143,7 +143,7 @@ def separation_loss(core_logits: torch.Tensor, targets: torch.Tensor) -> torch.T
     return torch.stack(sides).mean()
 
 
-def gap_loss(task_output: TaskOutput, task: TaskConfig, gaps: torch.Tensor) -> torch.Tensor:
+def gap_loss(background: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the background on the gaps of touching cells: ``-log max(P_bg, 1e-20)`` averaged over the
     gap pixels of the batch (0 when there are none).
 
@@ -151,14 +151,12 @@ def gap_loss(task_output: TaskOutput, task: TaskConfig, gaps: torch.Tensor) -> t
     their own they weigh as a term, so the probability learns to dip where touching cells meet.
 
     Args:
-        task_output: the first task's outputs (its background is the whole cell's).
-        task: that task's settings (components per class).
+        background: (B, H, W) background probability of the first task (the whole cell's).
         gaps: (B, H, W) float 0/1, the gap pixels (see impartial.separation.gap_strokes).
     """
     count = gaps.sum()
     if count == 0:
         return gaps.new_zeros(())
-    background = class_probabilities(torch.softmax(task_output.logits, dim=1), task.ncomponents)[:, -1]
     return (-torch.log(background.clamp_min(LOG_FLOOR)) * gaps).sum() / count
 
 
@@ -194,14 +192,14 @@ def total_loss(output: torch.Tensor, x_clean: torch.Tensor, blind_mask: torch.Te
     if scribbles.shape[1] != expected:
         raise ValueError(f"scribbles have {scribbles.shape[1]} channels, expected {expected}")
     task_scribbles = _split_scribbles(scribbles[:, :n_scribbles], config.tasks)
-    task_outputs = split_outputs(output, config.tasks)
-    per_task = [_task_losses(task_output, task, x_clean, blind_mask, maps, weights.rec_loss)
-                for task_output, task, maps in zip(task_outputs, config.tasks, task_scribbles, strict=True)]
+    per_task, class_probs = zip(*(_task_losses(task_output, task, x_clean, blind_mask, maps, weights.rec_loss)
+                                  for task_output, task, maps in zip(split_outputs(output, config.tasks), config.tasks,
+                                                                     task_scribbles, strict=True)), strict=True)
     parts = {name: torch.stack([losses[name] for losses in per_task]).mean() for name in per_task[0]}
     parts["sep"] = (separation_loss(output[:, config.n_task_outputs], scribbles[:, n_scribbles:n_scribbles + n_core])
                     if config.separation else output.new_zeros(()))
-    parts["gap"] = (gap_loss(task_outputs[0], config.tasks[0], scribbles[:, -1])
-                    if weights.wgap > 0 else output.new_zeros(()))
+    parts["gap"] = (gap_loss(class_probs[0][:, -1], scribbles[:, -1]) if weights.wgap > 0
+                    else output.new_zeros(()))
     parts["scribble"] = weights.wfore * parts["fore"] + weights.wback * parts["back"]
     total = (parts["scribble"] + weights.wrec * parts["rec"] + weights.wreg * parts["reg"]
              + weights.wsep * parts["sep"] + weights.wgap * parts["gap"])
@@ -216,10 +214,12 @@ def _split_scribbles(scribbles: torch.Tensor, tasks: list[TaskConfig]) -> tuple[
 
 
 def _task_losses(task_output: TaskOutput, task: TaskConfig, x_clean: torch.Tensor, blind_mask: torch.Tensor,
-                 scribbles: torch.Tensor, rec_kind: str) -> dict[str, torch.Tensor]:
-    """Unweighted fore, back, rec and reg terms of one task."""
+                 scribbles: torch.Tensor, rec_kind: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Unweighted fore, back, rec and reg terms of one task, and its (B, n_classes + 1, H, W) class
+    probabilities (the gap term reuses the first task's)."""
     pi = torch.softmax(task_output.logits, dim=1)
-    fore, back = scribble_loss(class_probabilities(pi, task.ncomponents), scribbles)
+    class_probs = class_probabilities(pi, task.ncomponents)
+    fore, back = scribble_loss(class_probs, scribbles)
     channels = list(task.rec_channels)
     rec = reconstruction_loss(pi, task_output.means, x_clean[:, channels], blind_mask[:, channels], rec_kind)
-    return {"fore": fore, "back": back, "rec": rec, "reg": smoothness_loss(pi)}
+    return {"fore": fore, "back": back, "rec": rec, "reg": smoothness_loss(pi)}, class_probs

@@ -50,7 +50,7 @@ def core_targets(scribbles: np.ndarray, config: RunConfig) -> np.ndarray:
     """
     cells, background = cell_and_background_strokes(scribbles, config)
     margin = config.train.core_margin
-    gaps = gap_strokes(scribbles, config)
+    gaps = _gaps(cells, background)
     not_core, gap = (_near(mask, margin) & ~cells for mask in (background, gaps))
     return np.stack([cells, not_core, gap], axis=-1).astype(np.uint8)
 
@@ -58,8 +58,11 @@ def core_targets(scribbles: np.ndarray, config: RunConfig) -> np.ndarray:
 def gap_strokes(scribbles: np.ndarray, config: RunConfig) -> np.ndarray:
     """(H, W) bool: the background-stroke pixels that lie between two different cell strokes (each within
     ``GAP_REACH`` px), the thin gaps of touching cells."""
-    cells, background = cell_and_background_strokes(scribbles, config)
-    return background & _between_two_strokes(cells)
+    return _gaps(*cell_and_background_strokes(scribbles, config))
+
+
+def _gaps(cell_strokes: np.ndarray, background_strokes: np.ndarray) -> np.ndarray:
+    return background_strokes & _between_two_strokes(cell_strokes)
 
 
 def _near(mask: np.ndarray, distance: float) -> np.ndarray:
