@@ -14,10 +14,16 @@ last heading drawn. Prints each session's
 times, then the median and maximum over sessions.
 
     .venv/bin/python benchmarks/bench_results_page.py [--sessions 5] [--reruns 3] [--own-projects]
+        [--control]        # a trivial Results page: the floor
+        [--warm]           # one visit first: the sessions find the prediction computed
         [--app-root DIR]   # serve another checkout (e.g. a `git worktree` of an older commit) with the same data
 
 ``--own-projects`` gives every session its own copy of the project (nothing shared between sessions' caches);
-by default they all look at the one project. Timings depend on the machine and on whatever else runs on it.
+by default they all look at the one project. ``--control`` serves the same app with a trivial Results page (the
+title, one slider, the last heading): what opening any page costs in this setting, mostly the browsers loading
+Streamlit's frontend on the same cores; the Results page's own cost is the difference. ``--warm`` opens the page
+once before the sessions, so they find the run's prediction computed (as every visitor after the first does).
+Timings depend on the machine and on whatever else runs on it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,31 @@ START_TIMEOUT_S = 120
 PAGE_TIMEOUT_MS = 300_000
 LAST_HEADING = "Predict new images"  # the Results page's last section: drawn at the end of a run
 RUN_IDLE = "document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'"
+
+
+CONTROL_PAGE = f"""from dashboard.state import require_project
+import streamlit as st
+
+require_project()
+st.title("Results (control)")
+st.slider("Cell probability threshold", 0.05, 0.95, 0.5, step=0.01)
+st.subheader("{LAST_HEADING}")
+"""
+
+
+def control_app(app_root: Path, folder: Path) -> Path:
+    """A copy of ``app_root`` (links to its files) whose Results page is the trivial ``CONTROL_PAGE``."""
+    copy = folder / "control-app"
+    (copy / "views").mkdir(parents=True)
+    for path in app_root.iterdir():
+        if path.name != "views":
+            (copy / path.name).symlink_to(path)
+    for page in (app_root / "views").iterdir():
+        (copy / "views" / page.name).symlink_to(page)
+    results = copy / "views" / "4_Results.py"
+    results.unlink()
+    results.write_text(CONTROL_PAGE)
+    return copy
 
 
 def prepare(data_root: Path, sessions: int, own_projects: bool, size: int) -> list[str]:
@@ -132,13 +163,16 @@ async def results_session(browser, url: str, project: str, reruns: int) -> dict[
     return times
 
 
-async def measure(url: str, projects: list[str], reruns: int, training: bool) -> list[dict[str, list[float]]]:
+async def measure(url: str, projects: list[str], reruns: int, training: bool,
+                  warm: bool) -> list[dict[str, list[float]]]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         if training:
             await start_training(browser, url)
+        if warm:
+            await results_session(browser, url, projects[0], reruns=0)
         results = await asyncio.gather(*(results_session(browser, url, name, reruns) for name in projects))
         await browser.close()
     return results
@@ -156,6 +190,8 @@ def main() -> None:
     parser.add_argument("--own-projects", action="store_true", help="a copy of the project per session")
     parser.add_argument("--no-training", action="store_true", help="measure without a training running")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="the checkout whose app.py is served")
+    parser.add_argument("--warm", action="store_true", help="open the page once before the sessions")
+    parser.add_argument("--control", action="store_true", help="serve a trivial Results page instead (the floor)")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a Streamlit option for the server, e.g. runner.postScriptGC=false (repeatable)")
     args = parser.parse_args()
@@ -165,15 +201,18 @@ def main() -> None:
         work = Path(folder)
         projects = prepare(work / "data", args.sessions, args.own_projects, args.size)
         app_root = args.app_root.resolve()
+        if args.control:
+            app_root = control_app(app_root, work)
         server, url = start_dashboard(app_root, work / "data", work / "server.log", START_TIMEOUT_S, args.option,
                                       {"PYTHONPATH": str(app_root)})  # the served checkout's packages, not this one's
         try:
-            results = asyncio.run(measure(url, projects, args.reruns, not args.no_training))
+            results = asyncio.run(measure(url, projects, args.reruns, not args.no_training, args.warm))
         finally:
             stop_dashboard(server)
         errors = [line for line in (work / "server.log").read_text().splitlines() if "Traceback" in line]
-    print(f"app {args.app_root}, {args.sessions} sessions on "
-          f"{'their own projects' if args.own_projects else 'one project'}, "
+    print(f"app {args.app_root}{' (control page)' if args.control else ''}, {args.sessions} sessions on "
+          f"{'their own projects' if args.own_projects else 'one project'}"
+          f"{' (after one visit)' if args.warm else ''}, "
           f"{'no training' if args.no_training else 'a training running'}, {os.cpu_count()} CPUs"
           + (f", options {' '.join(args.option)}" if args.option else ""))
     for index, times in enumerate(results, 1):

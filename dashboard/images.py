@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import io
+import logging
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from impartial.device import lower_thread_priority
 from impartial.diagnostics import Finding, prediction_findings
+from impartial.export import EXPORT_FORMATS, export_file_name
 from impartial.metrics import evaluate
 from impartial.pipeline import Segmentation, export_segmentation, segment_prediction
 from impartial.predict import Prediction, predict_image
@@ -30,7 +35,9 @@ from impartial.project import Project
 from impartial.runs import Run, checkpoint_paths, result_files
 
 from .display import ChannelDisplay
-from .render import composite, heatmap, outline, png_bytes
+from .render import composite, heat_picture, heatmap, outline, png_bytes
+
+log = logging.getLogger(__name__)
 
 
 def run_stamp(run_dir: Path) -> tuple[int, ...]:
@@ -106,43 +113,122 @@ def segmentation(run: Run, project: Project, name: str, threshold: float | None 
                          *_thresholds(run, threshold, core_threshold, seeds))
 
 
-# (run folder, image) -> the instance settings of the export files kept under predictions/<run>/
-_written: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
-_written_lock = threading.Lock()
-_WRITE_LOCKS = [threading.Lock() for _ in range(16)]  # one of them held while an image's files are written
-MAX_WRITTEN = 256
+class ExportWriter:
+    """One background thread that writes files no page should wait for (the exports kept under each project's
+    ``predictions/<run>/``), at a low CPU priority. Each job has a key (what it writes) and a state (what the
+    files should hold): a state already on disk, queued or being written is not written again, and of several
+    states queued for one key in quick succession only the newest is written."""
+
+    MAX_REMEMBERED = 256  # keys whose state on disk is remembered (least recently written first out)
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()  # guards everything below; notified when a job is queued or ends
+        self._on_disk: collections.OrderedDict[Hashable, Hashable] = collections.OrderedDict()
+        self._queued: collections.OrderedDict[Hashable, tuple[Hashable, Callable[[], object]]] = \
+            collections.OrderedDict()
+        self._writing: tuple[Hashable, Hashable] | None = None
+        self._problems: dict[Hashable, str] = {}
+        self._thread: threading.Thread | None = None
+
+    def wanted(self, key: Hashable, state: Hashable) -> bool:
+        """Whether ``state`` of ``key`` is neither on disk nor on its way there."""
+        with self._changed:
+            queued = self._queued.get(key)
+            return state != self._on_disk.get(key) and (queued is None or queued[0] != state) \
+                and self._writing != (key, state)
+
+    def submit(self, key: Hashable, state: Hashable, write: Callable[[], object]) -> None:
+        """Queue ``write`` to bring ``key`` to ``state``, replacing a queued job of the same key."""
+        with self._changed:
+            self._queued.pop(key, None)
+            self._queued[key] = (state, write)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._work, name="impartial-export-writer", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def problem(self, key: Hashable) -> str | None:
+        """Why the last write of ``key`` failed, or None."""
+        with self._changed:
+            return self._problems.get(key)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until nothing is queued or being written; False when ``timeout_s`` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._queued and self._writing is None, timeout_s)
+
+    def _work(self) -> None:
+        lower_thread_priority()  # the pages of every session come first
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._queued)
+                key, (state, write) = self._queued.popitem(last=False)
+                self._writing = (key, state)
+            try:
+                write()
+                problem = None
+            except Exception as error:  # noqa: BLE001 - whatever went wrong, the thread serves the next job
+                log.warning("writing the exports %s failed: %s", key, error)
+                problem = str(error) or type(error).__name__
+            with self._changed:
+                self._writing = None
+                self._record(key, state, problem)
+                self._changed.notify_all()
+
+    def _record(self, key: Hashable, state: Hashable, problem: str | None) -> None:
+        self._on_disk.pop(key, None)
+        self._problems.pop(key, None)
+        if problem is not None:
+            self._problems[key] = problem
+            return
+        self._on_disk[key] = state
+        while len(self._on_disk) > self.MAX_REMEMBERED:
+            self._on_disk.popitem(last=False)
+
+
+_export_writer = ExportWriter()
+
+
+def _export_key(run: Run, project: Project, name: str) -> tuple[str, str, str]:
+    return str(run.dir), str(project.dir), name
 
 
 def keep_exports(run: Run, project: Project, name: str, threshold: float | None = None,
                  core_threshold: float | None = None, seeds: str | None = None) -> dict[str, str]:
-    """Keep every export format of one image (npz, csv, tiff, roi) under the project's ``predictions/<run>/``
-    folder for the cells found with these thresholds (see :func:`segmentation`); returns the file names by format.
+    """Keep every export format of one image (npz, csv, tiff, roi, geojson) under the project's
+    ``predictions/<run>/`` folder for the cells found with these thresholds (see :func:`segmentation`); returns
+    the file names by format at once.
 
-    The files are written only when they hold other settings (or another checkpoint, image, pixel size) than
-    these: a rerun that changes nothing else writes nothing. The CSV gives µm figures when the project's pixel
-    size is known.
+    The files are written in the background (no page waits for them), and only when they would hold other
+    settings (or another checkpoint, image, pixel size) than these. The CSV gives µm figures when the project's
+    pixel size is known. :func:`export_problem` says when the last write failed.
     """
     settings = _thresholds(run, threshold, core_threshold, seeds)
-    key = (str(run.dir), str(project.dir), name)
+    key = _export_key(run, project, name)
     state = (run_stamp(run.dir), project.image_stamp(name), settings, project.pixel_size_um)
-    # sessions showing the same image wait for the one writing its files instead of writing them too
-    with _WRITE_LOCKS[hash(key) % len(_WRITE_LOCKS)]:
-        with _written_lock:
-            written = _written.get(key)
-            if written is not None and written[0] == state:
-                _written.move_to_end(key)
-                return written[1]
-        found = segmentation(run, project, name, *settings)
-        with st.spinner("Writing the exports ..."):
-            paths = export_segmentation(project.prediction_dir(run.dir.name), name, project.load_image(name), found,
-                                        project.channels, pixel_size_um=project.pixel_size_um)
-        names = {kind: path.name for kind, path in paths.items()}
-        with _written_lock:
-            _written[key] = (state, names)
-            _written.move_to_end(key)
-            while len(_written) > MAX_WRITTEN:
-                _written.popitem(last=False)
-    return names
+    if _export_writer.wanted(key, state):
+        _export_writer.submit(key, state, functools.partial(
+            _write_exports, project, run.dir.name, name, segmentation(run, project, name, *settings)))
+    return {kind: export_file_name(name, kind) for kind in EXPORT_FORMATS}
+
+
+def _write_exports(project: Project, run_id: str, name: str, found: Segmentation) -> None:
+    """Write every export format of one image's cells under ``predictions/<run_id>/``, unless the project or the
+    image was removed since the page asked for them (no folder of a deleted project comes back)."""
+    if not project.dir.is_dir() or name not in project.images():
+        return
+    export_segmentation(project.prediction_dir(run_id), name, project.load_image(name), found, project.channels,
+                        pixel_size_um=project.pixel_size_um)
+
+
+def export_problem(run: Run, project: Project, name: str) -> str | None:
+    """Why the last background write of this image's kept exports failed, or None."""
+    return _export_writer.problem(_export_key(run, project, name))
+
+
+def wait_for_exports(timeout_s: float | None = None) -> bool:
+    """Wait until the kept exports queued so far are written (tests, shutdown); False on a timeout."""
+    return _export_writer.wait(timeout_s)
 
 
 def export_bytes(found: Segmentation, project: Project, name: str, kind: str) -> bytes:
@@ -157,31 +243,59 @@ def export_bytes(found: Segmentation, project: Project, name: str, kind: str) ->
         return paths[kind].read_bytes()
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _figure(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int, which: str,
-            title: str) -> go.Figure:
-    found = _prediction(run_dir, run_key, project_dir, name, stamp)
+def _heat_map(found: Prediction, which: str) -> tuple[np.ndarray, float | None, str]:
+    """The (H, W) values of heat map ``which`` of a prediction, its fixed top (None: the map's maximum) and its
+    colour scale."""
     kind, _, class_name = which.partition(":")
     if kind == "entropy":
-        return heatmap(found.entropy(), title, zmax=1.0, colorscale="Inferno")
+        return found.entropy(), 1.0, "Inferno"
     if kind == "probability":
-        return heatmap(found.class_probabilities()[class_name], title, zmax=1.0)
+        return found.class_probabilities()[class_name], 1.0, "Viridis"
     if kind == "variance":
-        return heatmap(found.class_variances()[class_name], title, colorscale="Magma")
+        return found.class_variances()[class_name], None, "Magma"
     if kind == "core":
-        return heatmap(found.core, title, zmax=1.0)
+        return found.core, 1.0, "Viridis"
     if kind == "core_variance":
-        return heatmap(found.core_variance, title, colorscale="Magma")
+        return found.core_variance, None, "Magma"
     raise ValueError(f"no heat map '{which}'")
 
 
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _figure(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int, which: str,
+            title: str) -> go.Figure:
+    values, top, colorscale = _heat_map(_prediction(run_dir, run_key, project_dir, name, stamp), which)
+    return heatmap(values, title, zmax=top, colorscale=colorscale)
+
+
 def figure(run: Run, project: Project, name: str, which: str, title: str) -> go.Figure:
-    """A heat map of the run's prediction of a project image, built once per checkpoint set and image.
+    """A zoomable plotly heat map of the run's prediction of a project image, built once per checkpoint set and
+    image.
 
     ``which``: ``entropy``, ``probability:<class>``, ``variance:<class>``, ``core`` or ``core_variance``.
     The figure is shared by all sessions: never change it.
     """
     return _figure(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name), which, title)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeatPicture:
+    """A heat map as PNG bytes with its colour bar below it, and the value at the bar's right end (left: 0)."""
+
+    png: bytes
+    top: float
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _heat_picture(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int,
+                  which: str) -> HeatPicture:
+    values, top, colorscale = _heat_map(_prediction(run_dir, run_key, project_dir, name, stamp), which)
+    top = float(values.max()) if top is None else top
+    return HeatPicture(png_bytes(heat_picture(values, max(top, 1e-12), colorscale)), top)
+
+
+def heat(run: Run, project: Project, name: str, which: str) -> HeatPicture:
+    """Heat map ``which`` (as in :func:`figure`) as a picture: far quicker for a browser to draw than the figure."""
+    return _heat_picture(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name), which)
 
 
 LABEL_OUTLINE = "#00ffff"

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from typing import Any
 import streamlit as st
 
 from impartial.config import RunConfig
-from impartial.device import pick_device, slot_device
+from impartial.device import lower_thread_priority, pick_device, slot_device
 from impartial.devicelock import device_turn
 from impartial.errors import InputError
 from impartial.jobs import FINAL_STATES, JobContext, JobInfo
@@ -132,7 +131,7 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
         try:
             device = slot_device(config.train.device, ctx.slot)
             if device.type == "cpu":
-                yield_cpu_to_pages()
+                lower_thread_priority()  # the pages of every session come first
             # a command-line run on the same server may hold the device: wait for it, stoppable
             # the lock's description is shown to whoever waits: no project or user name in it
             with device_turn(project.data_root, device, "a dashboard training",
@@ -173,16 +172,6 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
     finally:
         recorded.set()
     return job_id
-
-
-TRAINING_NICENESS = 10  # CPU trainings run at this priority: the pages of every session come first
-
-
-def yield_cpu_to_pages() -> None:
-    """Lower this thread's CPU priority (and that of the compute threads it starts): on a CPU server a training
-    otherwise takes both cores from the pages of every open session, which then take seconds to draw."""
-    with contextlib.suppress(OSError, AttributeError):  # not on every platform; only a matter of speed
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINING_NICENESS)
 
 
 def live_job(project: Project) -> JobInfo | None:

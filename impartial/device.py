@@ -6,12 +6,16 @@ is ``"auto"`` (bfloat16 where the hardware computes it natively), ``"float32"`` 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import threading
 
 import torch
 
 from .errors import InputError
 
+BACKGROUND_NICENESS = 10  # the CPU priority of background work beside a server's pages (0 = normal, 19 = lowest)
 _DEVICE_CHOICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -73,3 +77,12 @@ def native_bfloat16(device: torch.device) -> bool:
 def autocast(device: torch.device, dtype: torch.dtype):
     """A context that runs convolutions in ``dtype`` (a no-op for float32)."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> None:
+    """Run the calling thread, and the compute threads it starts later, at a lower CPU priority where the platform
+    allows it (Linux sets priorities per thread). Background work on a dashboard server, a CPU training or the
+    export writer, then leaves the cores to the pages of every open session, which would otherwise take seconds
+    to draw."""
+    with contextlib.suppress(OSError, AttributeError):  # not on every platform; only a matter of speed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)

@@ -13,7 +13,8 @@ import pytest
 import tifffile
 from streamlit.testing.v1 import AppTest
 
-from dashboard.render import composite
+from dashboard import images
+from dashboard.render import LEGEND_GAP, LEGEND_HEIGHT, MAX_PICTURE_SIDE, colormap, composite, heat_picture
 from dashboard.training import epoch_count, progress_fraction
 from factories import serve_data_root
 from impartial.config import RunConfig
@@ -31,6 +32,23 @@ def test_composite_adds_channel_colours_with_contrast():
     image = np.stack([np.array([[0.0, 1.0]]), np.array([[1.0, 0.0]])]).astype(np.float32)  # (2, 1, 2)
     rgb = composite(image, ["#00ff00", "#0000ff"], [[0.0, 100.0], [0.0, 100.0]])
     assert rgb.tolist() == [[[0, 0, 255], [0, 255, 0]]]
+
+
+def test_a_heat_picture_is_the_coloured_map_above_its_colour_bar():
+    values = np.array([[0.0, 2.0], [1.0, 2.0]], np.float32)
+    picture = heat_picture(values, 2.0, "Magma")
+    assert picture.shape == (2 + LEGEND_GAP + LEGEND_HEIGHT, 2, 3)
+    np.testing.assert_array_equal(picture[:2], colormap(values / 2.0, colorscale="Magma"))
+    assert not picture[2:2 + LEGEND_GAP].any()  # a black gap
+    bar = picture[2 + LEGEND_GAP:]
+    np.testing.assert_array_equal(bar[:, 0], colormap(np.zeros(LEGEND_HEIGHT), colorscale="Magma"))  # 0 at the left
+    np.testing.assert_array_equal(bar[:, 1], colormap(np.ones(LEGEND_HEIGHT), colorscale="Magma"))  # the top: right
+
+
+def test_a_large_heat_picture_is_subsampled():
+    side = MAX_PICTURE_SIDE * 2 + 1  # every third pixel: 683 rows of 2049, 3 columns of 9
+    assert heat_picture(np.zeros((side, 9), np.float32), 1.0, "Viridis").shape == (
+        683 + LEGEND_GAP + LEGEND_HEIGHT, 3, 3)
 
 
 # --- pages --------------------------------------------------------------------------------------
@@ -161,8 +179,10 @@ def test_with_logins_each_user_gets_their_own_demo(data_root, monkeypatch):
 
 # --- pages with trained runs --------------------------------------------------------------------
 
-def chart_titles(app: AppTest) -> list[str]:
-    return [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")]
+def heat_map_titles(app: AppTest) -> list[str]:
+    """The titles of the heat-map pictures (captions "<title> (colour bar: 0 to <top>)")."""
+    return [caption.partition(" (colour bar")[0] for image in app.image for caption in image.captions
+            if " (colour bar: 0 to " in caption]
 
 
 def results_for(run_id: str) -> AppTest:
@@ -180,7 +200,8 @@ def cells_shown(app: AppTest) -> int:
 
 
 def exported_cells(root: Path, run_id: str) -> int:
-    """Cells in the label TIFF the Results page last exported for the first image."""
+    """Cells in the label TIFF the Results page last exported for the first image (once its writer is done)."""
+    assert images.wait_for_exports(timeout_s=60)
     (labels,) = (root / "projects" / "demo" / "predictions" / run_id).glob("tissue_1_labels.tif")
     return int(tifffile.imread(labels).max())
 
@@ -189,7 +210,7 @@ def test_results_show_cell_cores_and_a_seed_slider_that_the_cells_follow(trained
     root, run_id, _ = trained_root
     run = Run.load(root / "projects" / "demo" / "runs" / run_id)
     app = results_for(run_id)
-    assert {"Cell cores", "Variance: cell cores", "Probability: cell", "Variance: cell"} <= set(chart_titles(app))
+    assert {"Cell cores", "Variance: cell cores", "Probability: cell", "Variance: cell"} <= set(heat_map_titles(app))
     seed = app.slider(key=f"core-threshold-{run_id}")
     assert seed.label == "Seed (cell core) threshold"
     assert seed.value == pytest.approx(round(run.thresholds["core_threshold"], 2))
@@ -216,8 +237,8 @@ def test_results_of_a_run_without_cell_cores_have_no_seed_slider(trained_root):
     labels = [slider.label for slider in app.slider]
     assert labels[:2] == ["Cell probability threshold", "Outline opacity"]  # then the channel display's
     assert "Seed (cell core) threshold" not in labels
-    assert not {"Cell cores", "Variance: cell cores"} & set(chart_titles(app))
-    assert "Variance: cell" in chart_titles(app)
+    assert not {"Cell cores", "Variance: cell cores"} & set(heat_map_titles(app))
+    assert "Variance: cell" in heat_map_titles(app)
     assert not any("seed threshold" in text for text in texts(app, "caption"))
 
 

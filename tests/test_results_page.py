@@ -11,6 +11,7 @@ import pytest
 import tifffile
 from streamlit.testing.v1 import AppTest
 
+from dashboard import images
 from factories import serve_data_root, tiny_project_run
 from impartial.demo import create_demo_project
 from impartial.runs import checkpoint_paths, read_status, write_status
@@ -54,6 +55,11 @@ def warnings(app: AppTest) -> list[str]:
 
 
 def entropy_spec(app: AppTest) -> str:
+    """The plotly spec of the interactive entropy map (the toggle is switched on first)."""
+    toggle = app.toggle(key="results-interactive-maps")
+    if not toggle.value:
+        toggle.set_value(True).run()
+        assert not app.exception, app.exception
     (chart,) = [chart for chart in app.get("plotly_chart")
                 if json.loads(chart.proto.spec)["layout"]["title"]["text"] == "Entropy (uncertainty)"]
     return chart.proto.spec
@@ -61,6 +67,20 @@ def entropy_spec(app: AppTest) -> str:
 
 def cells_shown(app: AppTest) -> int:
     return int(re.search(r": (\d+) cells found", app.image[0].captions[0]).group(1))
+
+
+def test_heat_maps_are_pictures_until_the_interactive_ones_are_asked_for(app_root):
+    _, _, _, run_id = app_root
+    app = results("demo", run_id)
+    captions = [caption for image in app.image for caption in image.captions]
+    assert any(caption.startswith("Entropy (uncertainty) (colour bar: 0 to 1)") for caption in captions)
+    assert any(re.fullmatch(r"Variance: cell \(colour bar: 0 to [0-9.e-]+\)", caption) for caption in captions)
+    assert not app.get("plotly_chart")
+    app.toggle(key="results-interactive-maps").set_value(True).run()
+    assert not app.exception, app.exception
+    titles = {json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in app.get("plotly_chart")}
+    assert {"Entropy (uncertainty)", "Probability: cell", "Variance: cell"} <= titles
+    assert not any("(colour bar" in caption for image in app.image for caption in image.captions)
 
 
 def test_a_run_still_training_is_marked_provisional(app_root):
@@ -112,6 +132,7 @@ def test_the_kept_export_files_follow_the_slider_back_and_forth(app_root):
         app.slider(key=f"threshold-{run_id}").set_value(value).run()
         assert not app.exception, app.exception
         counts.setdefault(value, cells_shown(app))
+        assert images.wait_for_exports(timeout_s=60)  # written in the background
         assert int(tifffile.imread(labels).max()) == counts[value] == cells_shown(app)
     assert counts[0.05] != counts[0.95]
 
@@ -131,6 +152,7 @@ def test_projects_with_the_same_names_and_file_times_never_share_cached_results(
         original = entropy_spec(results("demo", early))
         assert entropy_spec(results("copy", early)) != original
     finally:
+        assert images.wait_for_exports(timeout_s=60)  # the writer is done with the copy's files
         shutil.rmtree(copy)
 
 

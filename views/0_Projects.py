@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import keys
+from dashboard import images, keys
 from dashboard.state import (
     PAGES,
     current_project,
@@ -51,6 +51,7 @@ def delete(name: str) -> None:
     if active_job(doomed) is not None:
         st.error(f"{name} is training or queued: stop its training on the Train page first.", icon=":material/error:")
         return
+    images.wait_for_exports(timeout_s=30)  # the Results page's background writer is done with its files
     try:
         delete_project(data_root(), name, user=user())
     except (InputError, PermissionError) as error:

@@ -67,6 +67,17 @@ def provisional_note(run_id: str, status: dict) -> str:
            "has saved so far and change when it saves a better one."
 
 
+def show_heat_map(column, shown_run: Run, which: str, title: str, interactive: bool, key: str = "heat") -> None:
+    """One heat map in ``column``: a picture with its colour bar, or with ``interactive`` a zoomable plotly chart
+    that shows the value under the cursor (slower for the browser to draw)."""
+    if interactive:
+        column.plotly_chart(images.figure(shown_run, project, name, which, title), theme=None,
+                            key=f"{key}-{shown_run.dir.name}-{which}")
+        return
+    picture = images.heat(shown_run, project, name, which)
+    column.image(picture.png, caption=f"{title} (colour bar: 0 to {picture.top:.3g})", width="stretch")
+
+
 def show_findings(found: list[Finding]) -> None:
     """What the numbers show about a model that has not learned enough yet, with the strokes to draw next."""
     if not found:
@@ -129,21 +140,21 @@ st.caption(f"At {threshold:.2f}, {foreground:.0%} of the image is foreground (ce
            "Lower the threshold to take in fainter cell parts, raise it to shrink cells back.")
 show_findings(images.findings(run, project, name, threshold))
 
+interactive = st.toggle("Interactive heat maps", key="results-interactive-maps",
+                        help="Zoom in and read the value under the cursor; slower for the browser to draw")
 picture, uncertainty = st.columns(2)
 picture.image(images.outlined(run, project, name, threshold, core_threshold, seeds, "#ffff00", opacity, display,
                               show_labels and has_labels),
               caption=f"{name}: {int(found.cells.max())} cells found by run {run_id}", width="stretch")
-uncertainty.plotly_chart(images.figure(run, project, name, "entropy", "Entropy (uncertainty)"), theme=None)
+show_heat_map(uncertainty, run, "entropy", "Entropy (uncertainty)", interactive)
 for class_name in prediction.class_probabilities():
     left, right = st.columns(2)
-    left.plotly_chart(images.figure(run, project, name, f"probability:{class_name}", f"Probability: {class_name}"),
-                      theme=None)
-    right.plotly_chart(images.figure(run, project, name, f"variance:{class_name}", f"Variance: {class_name}"),
-                       theme=None)
+    show_heat_map(left, run, f"probability:{class_name}", f"Probability: {class_name}", interactive)
+    show_heat_map(right, run, f"variance:{class_name}", f"Variance: {class_name}", interactive)
 if has_cores:
     left, right = st.columns(2)
-    left.plotly_chart(images.figure(run, project, name, "core", "Cell cores"), theme=None)
-    right.plotly_chart(images.figure(run, project, name, "core_variance", "Variance: cell cores"), theme=None)
+    show_heat_map(left, run, "core", "Cell cores", interactive)
+    show_heat_map(right, run, "core_variance", "Variance: cell cores", interactive)
 
 scores = images.scores(run, project, name, threshold, core_threshold, seeds)
 if scores is not None:
@@ -156,6 +167,10 @@ if scores is not None:
 st.subheader("Downloads")
 # the files under predictions/<run>/ follow the sliders; a button makes its file only when pressed
 file_names = images.keep_exports(run, project, name, threshold, core_threshold, seeds)
+export_problem = images.export_problem(run, project, name)
+if export_problem:
+    st.warning(f"The files kept in the project's predictions/{run_id}/ folder for {name} could not be written: "
+               f"{export_problem}. The downloads below still work.", icon=":material/error:")
 buttons = st.columns(len(DOWNLOADS) + 1)
 for column, (kind, (label, mime)) in zip(buttons[:-1], DOWNLOADS.items(), strict=True):
     column.download_button(label, functools.partial(images.export_bytes, found, project, name, kind),
@@ -173,8 +188,7 @@ if compared:
                                      display=display, labels=show_labels and has_labels),
                      caption=f"{other_id}: {int(images.segmentation(other, project, name, threshold).cells.max())} "
                              "cells", width="stretch")
-        column.plotly_chart(images.figure(other, project, name, "entropy", f"Entropy: {other_id}"),
-                            key=f"compare-{other_id}", theme=None)
+        show_heat_map(column, other, "entropy", f"Entropy: {other_id}", interactive, key="compare")
 
 st.subheader("Predict new images")
 with st.form("predict_uploads", clear_on_submit=True):
