@@ -5,7 +5,9 @@ and a second demo project ``trainer``. Starts ``streamlit run app.py`` over it, 
 ``trainer`` in one headless Chromium tab and presses Start (a long training that keeps running, its live panel
 refreshing), then opens the Results page of ``bench`` in ``--sessions`` more tabs at once. Each session measures
 
-- first render: from opening the page's URL to the end of the script run that draws it,
+- first render: from opening the page's URL to the end of the script run that draws it; of it, the server's
+  script run (from the server's first message, once the browser has loaded the frontend and connected, to its
+  "script finished" message),
 - reruns: from moving the cell-probability slider one step (arrow key) to the end of the rerun it starts,
 
 where "end of a run" is the server's "script finished" message on the page's websocket followed by the page
@@ -106,11 +108,14 @@ class Session:
     def __init__(self, page) -> None:
         self.page = page
         self.finished: list[float] = []
+        self.connected: float | None = None  # the server's first message: the frontend is loaded and connected
         page.on("websocket", lambda socket: socket.on("framereceived", self._received))
 
     def _received(self, payload: bytes | str) -> None:
         if isinstance(payload, bytes):
             message = ForwardMsg.FromString(payload)
+            if self.connected is None:
+                self.connected = time.perf_counter()
             if message.WhichOneof("type") == "script_finished" and \
                     message.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY:
                 self.finished.append(time.perf_counter())
@@ -152,7 +157,10 @@ async def results_session(browser, url: str, project: str, reruns: int) -> dict[
     opened = time.perf_counter()
     await page.goto(f"{url}/Results?project={project}")
     await page.get_by_role("heading", name=LAST_HEADING).wait_for()
-    times = {"first": [await session.run_end(opened) - opened], "rerun": []}
+    drawn = await session.run_end(opened)
+    first_run_end = min(at for at in session.finished if at > opened)
+    times = {"first": [drawn - opened], "connected": [session.connected - opened],
+             "server": [first_run_end - session.connected], "rerun": []}
     thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
     for _ in range(reruns):
         await thumb.focus()
@@ -217,8 +225,10 @@ def main() -> None:
           + (f", options {' '.join(args.option)}" if args.option else ""))
     for index, times in enumerate(results, 1):
         reruns = ", ".join(f"{value:.2f}" for value in times["rerun"])
-        print(f"session {index}: first render {times['first'][0]:.2f} s; reruns {reruns} s")
+        print(f"session {index}: first render {times['first'][0]:.2f} s (connected after "
+              f"{times['connected'][0]:.2f} s, the server's script run {times['server'][0]:.2f} s); reruns {reruns} s")
     print(summary("first render", [times["first"][0] for times in results]))
+    print(summary("  of which the server's first script run", [times["server"][0] for times in results]))
     print(summary("rerun after a slider move", [value for times in results for value in times["rerun"]]))
     if errors:
         print(f"the server logged {len(errors)} traceback(s)")
