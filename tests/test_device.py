@@ -1,10 +1,22 @@
 """Device choice, training slots and the precision of the convolutions."""
 
+import os
+import threading
+
 import pytest
 import torch
 
 from impartial.config import preset_config
-from impartial.device import compute_dtype, is_device_choice, native_bfloat16, pick_device, slot_device, training_slots
+from impartial.device import (
+    BACKGROUND_NICENESS,
+    compute_dtype,
+    is_device_choice,
+    lower_thread_priority,
+    native_bfloat16,
+    pick_device,
+    slot_device,
+    training_slots,
+)
 from impartial.errors import InputError
 
 
@@ -55,3 +67,19 @@ def test_the_config_accepts_exactly_the_device_names_pick_device_knows():
         else:
             with pytest.raises(InputError, match="train.device must be"):
                 preset_config("quick", **{"train.device": name})
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="per-thread priorities are a Linux feature")
+def test_background_work_runs_at_a_lower_priority_and_the_caller_does_not():
+    seen = {}
+
+    def background() -> None:
+        lower_thread_priority()
+        seen["thread"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = threading.Thread(target=background)
+    worker.start()
+    worker.join()
+    assert seen["thread"] >= BACKGROUND_NICENESS  # (a process already nicer than that stays so)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # only that thread
