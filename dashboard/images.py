@@ -290,7 +290,7 @@ def _heat_picture(run_dir: str, run_key: tuple[int, ...], project_dir: str, name
                   which: str) -> HeatPicture:
     values, top, colorscale = _heat_map(_prediction(run_dir, run_key, project_dir, name, stamp), which)
     top = float(values.max()) if top is None else top
-    return HeatPicture(png_bytes(heat_picture(values, max(top, 1e-12), colorscale)), top)
+    return HeatPicture(png_bytes(heat_picture(values, top, colorscale)), top)  # (colormap guards a top of 0)
 
 
 def heat(run: Run, project: Project, name: str, which: str) -> HeatPicture:
