@@ -95,6 +95,10 @@ class TrainConfig:
     # Weight of a background term on the gaps of touching cells alone (background-stroke pixels between two cell
     # strokes): the few pixels where the probability must dip for the watershed to find the border. 0 = off.
     wgap: float = 0.0
+    # Share of the pixels where the stains are unambiguous (bright in the nuclear or a cell-filling stain: cell;
+    # dark in all: background) added as automatic strokes away from the user's (impartial.stainstrokes): a prior
+    # for runs with few strokes. 0 = only the user's strokes.
+    stain_strokes: float = 0.1
     ratio: float = 0.95  # fraction of pixels per channel kept; 1 - ratio are blind spots
     blind_radius: int = 5  # neighbour offsets in [-radius, radius - 1], as the method's 10x10 window
     rec_loss: RecLoss = "gaussian"  # "gaussian" (the method's) or "mixture" (true mixture likelihood)
@@ -211,10 +215,21 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        try:
-            values = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise InputError(f"cannot read the config: {error}", path) from error
+        """A config file; missing settings take today's defaults."""
+        return cls._checked(_read_json(path), path)
+
+    @classmethod
+    def load_run(cls, path: str | Path) -> RunConfig:
+        """A run folder's saved config: a setting added after the file was written takes the value the run was
+        trained with (``SETTINGS_ADDED_SINCE``), not today's default, so a resumed run goes on as it began."""
+        values = _read_json(path)
+        for (section, name), before in SETTINGS_ADDED_SINCE.items():
+            if isinstance(values.get(section, {}), dict):  # anything else is reported by _checked
+                values.setdefault(section, {}).setdefault(name, before)
+        return cls._checked(values, path)
+
+    @classmethod
+    def _checked(cls, values: dict[str, Any], path: str | Path) -> RunConfig:
         try:
             return cls.from_dict(values).validate()
         except InputError as error:
@@ -226,6 +241,20 @@ class RunConfig:
         if problems:
             raise InputError("invalid configuration: " + "; ".join(problems))
         return self
+
+
+# Settings added after runs were first saved, and the value that reproduces a run saved before them.
+SETTINGS_ADDED_SINCE = {("train", "stain_strokes"): 0.0}
+
+
+def _read_json(path: str | Path) -> dict[str, Any]:
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read the config: {error}", path) from error
+    if not isinstance(values, dict):
+        raise InputError("the config must be a JSON object of settings", path)
+    return values
 
 
 def _build(kind: type, values: dict[str, Any], section: str) -> Any:
@@ -295,6 +324,7 @@ def _problems(config: RunConfig):
         (min(train.wfore, train.wback, train.wrec, train.wreg, train.wsep, train.wgap) >= 0,
          "loss weights must be non-negative"),
         (train.core_margin >= 0, "train.core_margin must be non-negative"),
+        (0.0 <= train.stain_strokes <= 1.0, "train.stain_strokes must be in [0, 1]"),
         (0.0 < train.ratio < 1.0, "train.ratio must be in (0, 1)"),
         (train.blind_radius >= 1, "train.blind_radius must be at least 1"),
         (train.patch > 2 * train.blind_radius, "train.patch must be larger than 2 * train.blind_radius"),

@@ -292,7 +292,7 @@ class Run:
         run_dir = Path(run_dir)
         if not (run_dir / CONFIG_FILE).exists():
             raise InputError("not a run folder (no config.json)", run_dir)
-        return cls(dir=run_dir, config=RunConfig.load(run_dir / CONFIG_FILE),
+        return cls(dir=run_dir, config=RunConfig.load_run(run_dir / CONFIG_FILE),
                    thresholds=read_thresholds(run_dir), checkpoints=checkpoint_paths(run_dir))
 
     @property

@@ -363,6 +363,13 @@ def missing_sides(scribbles: Iterable[np.ndarray], config: RunConfig) -> list[Mi
 
 # --- layout ---------------------------------------------------------------------------------------
 
+def class_channel_pairs(config: RunConfig, class_name: str) -> list[tuple[int, int]]:
+    """(scribble channel of ``class_name``, that task's background channel) for every task with that class."""
+    background = _background_channels(config)
+    return [(channel, background[task_index]) for task_index, _, name, channel in _class_channels(config)
+            if name == class_name]
+
+
 def _class_channels(config: RunConfig) -> list[tuple[int, int, str, int]]:
     """(task index, class index, class name, scribble channel) of every foreground class."""
     result, channel = [], 0

@@ -12,6 +12,7 @@ stop, a crash or a server restart resumes from the last finished epoch.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import tempfile
 import threading
@@ -53,6 +54,7 @@ from .runs import (
 from .sampling import PatchSampler, blind_spots
 from .scribbles import validation_box
 from .separation import core_targets, gap_strokes
+from .stainstrokes import run_stain_masks, with_stain_strokes
 from .storage import atomic_path, write_json, write_text
 
 # Within a time-budgeted cycle the learning rate falls along a cosine from lr to this fraction of lr,
@@ -291,7 +293,7 @@ class Trainer:
         self.annotation_minutes = annotation_minutes
         self.live = live
         resuming = (self.run_dir / STATE_FILE).exists()
-        self.config = RunConfig.load(self.run_dir / CONFIG_FILE) if resuming else config.validate()
+        self.config = RunConfig.load_run(self.run_dir / CONFIG_FILE) if resuming else config.validate()
         self.dataset = [self._with_validation_box(item) for item in dataset]
         self.on_event = on_event or (lambda event: None)
         self.init_from = None if init_from is None else Path(init_from)
@@ -300,6 +302,7 @@ class Trainer:
         self.device = device or pick_device(self.config.train.device)
         self.compute_dtype = compute_dtype(self.config.train.precision, self.device)
         self.schedule = _schedule(self.config.train)
+        self._stain_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._check_dataset()
 
     def request_stop(self) -> None:
@@ -509,20 +512,35 @@ class Trainer:
         if not any(item.scribbles.any() for item in self.dataset):
             raise InputError("no scribbles: draw at least one foreground and one background stroke")
 
-    def _targets(self, item: TrainingImage) -> np.ndarray:
-        """(H, W, S [+ 3] [+ 1]) what the loss learns from: the scribbles, then the cell-core targets when
-        separating, then the gaps of touching cells when they have a weight of their own (``train.wgap``)."""
-        maps = [item.scribbles]
+    def _targets(self, index: int, item: TrainingImage) -> np.ndarray:
+        """(H, W, S [+ 3] [+ 1]) what the loss learns from: the scribbles with the automatic stain strokes
+        (``train.stain_strokes``), then the cell-core targets when separating, then the gaps of touching cells when
+        they have a weight of their own (``train.wgap``). Cores and gaps come from the user's strokes alone."""
+        # the same automatic strokes on every call (live mode rebuilds the samplers) and on a resumed run
+        rng = np.random.default_rng([self.config.train.seed, index])
+        maps = [with_stain_strokes(item.scribbles, item.image, item.val_mask, self.config, rng,
+                                   masks=self._stain_masks(item))]
         if self.config.separation:
             maps.append(core_targets(item.scribbles, self.config))
         if self.config.train.wgap > 0:
             maps.append(gap_strokes(item.scribbles, self.config)[..., np.newaxis].astype(np.uint8))
         return np.concatenate(maps, axis=-1)
 
+    def _stain_masks(self, item: TrainingImage) -> tuple[np.ndarray, np.ndarray] | None:
+        """The image's confident stain masks, computed once per image content: live mode rebuilds the targets on
+        every new stroke. None when the run adds no automatic strokes."""
+        if self.config.train.stain_strokes <= 0:
+            return None
+        key = (item.name, hashlib.blake2b(item.image.tobytes(), digest_size=16).hexdigest())
+        if key not in self._stain_cache:
+            self._stain_cache[key] = run_stain_masks(item.image, self.config)
+        return self._stain_cache[key]
+
     def _samplers(self, rng: np.random.Generator,
                   generator: torch.Generator) -> tuple[PatchSampler, list[tuple[torch.Tensor, ...]]]:
         cfg = self.config.train
-        arrays = ([item.image for item in self.dataset], [self._targets(item) for item in self.dataset],
+        arrays = ([item.image for item in self.dataset],
+                  [self._targets(index, item) for index, item in enumerate(self.dataset)],
                   [item.val_mask for item in self.dataset])
         train = PatchSampler(*arrays, patch=cfg.patch, scribble_fraction=cfg.scribble_fraction,
                              intensity=cfg.intensity_jitter,

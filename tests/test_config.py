@@ -37,6 +37,19 @@ def test_json_round_trip(tmp_path):
     assert isinstance(loaded.tasks[1], TaskConfig)
 
 
+def test_a_run_saved_before_a_setting_existed_keeps_training_as_it_began(tmp_path):
+    saved = preset_config("quick").to_dict()
+    del saved["train"]["stain_strokes"]  # written before automatic stain strokes
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    assert RunConfig.load_run(path).train.stain_strokes == 0.0
+    assert RunConfig.load(path).train.stain_strokes == preset_config("quick").train.stain_strokes > 0
+    path.write_text("[1, 2]")
+    with pytest.raises(InputError, match="JSON object") as error:
+        RunConfig.load_run(path)
+    assert str(path) in str(error.value)
+
+
 def test_partial_dict_takes_defaults():
     config = RunConfig.from_dict({"train": {"epochs": 3}})
     assert config.train.epochs == 3 and config.train.lr == 5e-4
