@@ -46,8 +46,8 @@ ADVANCED_FIELDS = [
     ("Automatic strokes from the stains (stain_strokes)", "train.stain_strokes", "%.2f",
      "Share of the pixels where the stains are unambiguous (bright in the nuclear stain or a stain that fills "
      "cells: cell; dark in every stain: background) that training adds as strokes of its own, away from your "
-     "strokes and outside the held-out box. With few strokes they teach what cells look like on the next image; "
-     "near your strokes yours decide. 0: only yours."),
+     "strokes, outside the held-out box and only on images with fewer than 40 cell strokes. With few strokes "
+     "they teach what cells look like on the next image; near your strokes yours decide. 0: only yours."),
     ("Smoothness weight (wreg)", "train.wreg", "%.3f",
      "Weight of the total variation of the component probabilities: higher gives smoother maps."),
     ("Cell-core weight (wsep)", "train.wsep", "%.3f",

@@ -96,8 +96,8 @@ class TrainConfig:
     # strokes): the few pixels where the probability must dip for the watershed to find the border. 0 = off.
     wgap: float = 0.0
     # Share of the pixels where the stains are unambiguous (bright in the nuclear or a cell-filling stain: cell;
-    # dark in all: background) added as automatic strokes away from the user's (impartial.stainstrokes): a prior
-    # for runs with few strokes. 0 = only the user's strokes.
+    # dark in all: background) added as automatic strokes away from the user's, on images with few cell strokes
+    # (impartial.stainstrokes): a prior for runs with few strokes. 0 = only the user's strokes.
     stain_strokes: float = 0.1
     ratio: float = 0.95  # fraction of pixels per channel kept; 1 - ratio are blind spots
     blind_radius: int = 5  # neighbour offsets in [-radius, radius - 1], as the method's 10x10 window

@@ -10,6 +10,7 @@ from impartial import train
 from impartial.config import apply_overrides, preset_config
 from impartial.errors import InputError
 from impartial.stainstrokes import (
+    ENOUGH_CELL_STROKES,
     USER_REACH,
     bright_thickness,
     confident_stains,
@@ -95,6 +96,19 @@ def test_automatic_strokes_keep_away_from_the_users_strokes_and_the_validation_b
     assert 0.4 < result[..., 0][far_cell].mean() < 0.6  # about half, as asked
     assert result[..., 1][30:40, :10].any() and not result[..., 1][50:70, 50:70].any()  # background: the black
     assert scribbles.sum() == 16  # the input is not modified
+
+
+def test_an_image_whose_cells_the_user_has_shown_gets_no_automatic_strokes():
+    config = tiny_config(**{"train.stain_strokes": 1.0})
+    image = np.zeros((2, 200, 200), np.float32)
+    image[1, 150:190, 150:190] = 1.0  # a nucleus far from every stroke
+    scribbles = np.zeros((200, 200, 2), np.uint8)
+    for index in range(ENOUGH_CELL_STROKES - 1):
+        scribbles[2 + 3 * (index // 20), 2 + 3 * (index % 20), 0] = 1  # one-pixel strokes, apart
+    rng = np.random.default_rng(0)
+    assert with_stain_strokes(scribbles, image, None, config, rng)[170, 170, 0] == 1
+    scribbles[2 + 3 * 2, 2, 0] = 1  # one more stroke: enough
+    assert np.array_equal(with_stain_strokes(scribbles, image, None, config, rng), scribbles)
 
 
 def test_no_share_no_strokes_and_only_whole_cell_tasks_get_them():
