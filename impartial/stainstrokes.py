@@ -18,6 +18,8 @@ thresholds are still chosen on the user's strokes alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
@@ -101,26 +103,27 @@ def run_stain_masks(image: np.ndarray, config: RunConfig) -> tuple[np.ndarray, n
 
 def with_stain_strokes(scribbles: np.ndarray, image: np.ndarray, val_mask: np.ndarray | None, config: RunConfig,
                        rng: np.random.Generator,
-                       masks: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                       masks: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
     """``scribbles`` (H, W, S) plus automatic strokes (a ``config.train.stain_strokes`` share of the confident
     pixels) for every task with a ``"cell"`` class whose cell strokes are fewer than ``ENOUGH_CELL_STROKES``, more
-    than ``USER_REACH`` px from the user's strokes and outside ``val_mask``. ``masks``: the image's
-    :func:`run_stain_masks` when known (a second of work on 2048 x 2048).
-    Returns a new array; ``scribbles`` is unchanged, and returned as is when the share is 0."""
-    share = config.train.stain_strokes
-    pairs = class_channel_pairs(config, STAIN_CLASS)
-    if share <= 0 or not pairs:
+    than ``USER_REACH`` px from the user's strokes and outside ``val_mask``. ``masks``: gives the image's
+    :func:`run_stain_masks` (a second of work on 2048 x 2048) when the caller keeps them; called only when strokes
+    are added. Returns a new array; ``scribbles`` is unchanged, and returned as is when none are added."""
+    if config.train.stain_strokes <= 0:
         return scribbles
-    cell, background = masks if masks is not None else run_stain_masks(image, config)
+    # an image whose cells the user has shown (enough cell strokes) gets none for that task
+    pairs = [(channel, background_channel) for channel, background_channel in class_channel_pairs(config, STAIN_CLASS)
+             if count_pieces(scribbles[..., channel] > 0) < ENOUGH_CELL_STROKES]
+    if not pairs:
+        return scribbles
+    cell, background = masks() if masks is not None else run_stain_masks(image, config)
     # where the user drew, the user's strokes speak: the stains only fill the image's unscribbled parts
     far = ndi.distance_transform_edt(~scribbles.any(axis=-1)) > USER_REACH
-    free = far & (rng.random(cell.shape) < share)
+    free = far & (rng.random(cell.shape) < config.train.stain_strokes)
     if val_mask is not None:
         free &= ~val_mask
     result = scribbles.copy()
     for channel, background_channel in pairs:
-        if count_pieces(scribbles[..., channel] > 0) >= ENOUGH_CELL_STROKES:
-            continue  # the user has shown the cells of this image
         result[..., channel][cell & free] = 1
         result[..., background_channel][background & free] = 1
     return result

@@ -519,18 +519,16 @@ class Trainer:
         # the same automatic strokes on every call (live mode rebuilds the samplers) and on a resumed run
         rng = np.random.default_rng([self.config.train.seed, index])
         maps = [with_stain_strokes(item.scribbles, item.image, item.val_mask, self.config, rng,
-                                   masks=self._stain_masks(item))]
+                                   masks=lambda: self._stain_masks(item))]
         if self.config.separation:
             maps.append(core_targets(item.scribbles, self.config))
         if self.config.train.wgap > 0:
             maps.append(gap_strokes(item.scribbles, self.config)[..., np.newaxis].astype(np.uint8))
         return np.concatenate(maps, axis=-1)
 
-    def _stain_masks(self, item: TrainingImage) -> tuple[np.ndarray, np.ndarray] | None:
+    def _stain_masks(self, item: TrainingImage) -> tuple[np.ndarray, np.ndarray]:
         """The image's confident stain masks, computed once per image content: live mode rebuilds the targets on
-        every new stroke. None when the run adds no automatic strokes."""
-        if self.config.train.stain_strokes <= 0:
-            return None
+        every new stroke."""
         key = (item.name, hashlib.blake2b(item.image.tobytes(), digest_size=16).hexdigest())
         if key not in self._stain_cache:
             self._stain_cache[key] = run_stain_masks(item.image, self.config)
