@@ -39,6 +39,7 @@ from skimage.filters import threshold_otsu
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from impartial.baseline import RandomForestBaseline  # noqa: E402
+from impartial.calibrate import membrane_fills_cells  # noqa: E402
 from impartial.config import InstanceConfig, RunConfig, preset_config  # noqa: E402
 from impartial.dataset import TrainingImage  # noqa: E402
 from impartial.instances import combine_class_probabilities, instances_from_probabilities  # noqa: E402
@@ -123,10 +124,12 @@ def cells_of(predictions: list[Prediction], case: Case, config: InstanceConfig,
 
 # --- models -----------------------------------------------------------------------------------------------------
 
-def forest_rows(case: Case) -> dict[str, dict]:
+def forest_rows(case: Case, run_config: RunConfig) -> dict[str, dict]:
     forest = RandomForestBaseline().fit([item.image for item in case.train],
                                         [item.scribbles for item in case.train], n_classes=1)
-    config = InstanceConfig(threshold=0.5)
+    # the instance step a run would take on these images (a cytoplasm stain's dark lines as borders)
+    config = InstanceConfig(threshold=0.5, membrane_fills_cells=membrane_fills_cells(
+        [item.image for item in case.train], run_config))
     found = [instances_from_probabilities(forest.predict_proba(image)[0], None, image, config)[0]
              for image, _ in case.targets]
     labelled = [instances_from_probabilities((truth > 0).astype(np.float32), None, image, config)[0]
@@ -228,7 +231,7 @@ def main() -> None:
                 cases = ([demo_case(seed)] if protocol == "demo"
                          else vectra_cases(args.vectra, protocol, seed, args.directions))
                 for case in cases:
-                    rows = forest_rows(case)
+                    rows = forest_rows(case, seeded)
                     for label, variant in variants(seeded, args.ablations).items():
                         rows.update(impartial_rows(case, variant, label, Path(work) / f"seed{seed}", args.ablations))
                     for label, result in rows.items():

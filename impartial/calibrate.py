@@ -24,6 +24,7 @@ from .predict import load_models, predict_with_models
 from .runs import Run
 from .scribbles import class_strokes
 from .separation import ValidationRegion, choose_seeds
+from .stainstrokes import fills_cells
 
 
 @dataclass
@@ -31,13 +32,13 @@ class Calibration:
     """What :func:`calibrate` found.
 
     Attributes:
-        thresholds: instance settings for ``thresholds.json`` (``threshold``, ``nucleus_threshold`` and, for runs
-            with cell cores, ``seeds`` and ``core_threshold``).
+        thresholds: instance settings for ``thresholds.json`` (``threshold``, ``nucleus_threshold``,
+            ``membrane_fills_cells`` and, for runs with cell cores, ``seeds`` and ``core_threshold``).
         quality: ``validation_accuracy`` (balanced accuracy of the foreground threshold on held-out stroke pixels)
             and ``stroke_consistency``; None where no held-out strokes allow them.
     """
 
-    thresholds: dict[str, float | str]
+    thresholds: dict[str, float | str | bool]
     quality: dict[str, float | None]
 
 
@@ -54,7 +55,9 @@ def calibrate(run: Run, dataset: list[TrainingImage], device: torch.device | Non
     defaults = dataclasses.asdict(run.config.instances)
     pooled = {"threshold": [(r.cell_prob, r.cell_strokes, r.background_strokes) for r in regions],
               "nucleus_threshold": [(r.nucleus_prob, *strokes) for r, strokes in held if r.nucleus_prob is not None]}
-    thresholds = {key: _threshold_over(samples, defaults[key]) for key, samples in pooled.items()}
+    thresholds: dict[str, float | str | bool] = {
+        key: _threshold_over(samples, defaults[key]) for key, samples in pooled.items()}
+    thresholds["membrane_fills_cells"] = membrane_fills_cells([item.image for item in dataset], run.config)
     chosen = dataclasses.replace(run.config.instances, **thresholds)
     if regions and all(region.core_prob is not None for region in regions):
         thresholds.update(choose_seeds(regions, chosen))
@@ -63,6 +66,17 @@ def calibrate(run: Run, dataset: list[TrainingImage], device: torch.device | Non
                "stroke_consistency": (float(np.mean([region.consistency(chosen) for region in regions]))
                                       if any(region.cell_strokes.any() for region in regions) else None)}
     return Calibration(thresholds, quality)
+
+
+def membrane_fills_cells(images: list[np.ndarray], config: RunConfig) -> bool:
+    """Whether the run's membrane channel holds a stain that fills cells (a cytoplasm stain, see
+    :func:`impartial.stainstrokes.fills_cells`) on most of the (C, H, W) ``images``; False without a membrane and
+    a nuclear channel to compare."""
+    membrane, nuclear = config.instances.membrane_channel, config.instances.nuclear_channel
+    if membrane is None or nuclear is None or membrane == nuclear or max(membrane, nuclear) >= config.n_channels:
+        return False
+    votes = [fills_cells(image, membrane, nuclear) for image in images]
+    return bool(votes) and sum(votes) > len(votes) / 2
 
 
 def _held_out(item: TrainingImage, models: list[UNet],

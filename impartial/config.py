@@ -143,6 +143,9 @@ class InstanceConfig:
     # distance peaks. A run chooses on its held-out strokes (impartial.separation.choose_seeds).
     seeds: SeedSource = "core"
     membrane_channel: int | None = 0  # landscape for the watershed; None = use 1 - cell probability
+    # The membrane channel's stain fills cells (a cytoplasm stain): its dark lines, not its bright ones, are the
+    # borders. Each run decides it on its own images when training ends (impartial.calibrate).
+    membrane_fills_cells: bool = False
     nuclear_channel: int | None = 1  # seeds when no nucleus class is predicted; None = distance peaks
     min_size: int = 5
     grow: int = 1

@@ -172,7 +172,7 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
     if nucleus_prob is not None:
         foreground |= nuclei > 0
     seeds = _with_cells_without_nucleus(nuclei, cell_prob, foreground) if seeds_are_nuclei else nuclei
-    relief = _landscape(cell_prob, image, config.membrane_channel)
+    relief = _landscape(cell_prob, image, config.membrane_channel, config.membrane_fills_cells)
     if config.compactness > 0 and seeds.any():
         # a gentle slope up from every seed: where the probability shows no border, cells meet about halfway
         # (skimage's compact watershed does much the same at five times the cost)
@@ -316,15 +316,21 @@ def _bright_inside(channel: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     return foreground & (channel > threshold_otsu(values))
 
 
-def _landscape(cell_prob: np.ndarray, image: np.ndarray | None, membrane_channel: int | None) -> np.ndarray:
-    """(H, W) float32 relief that the watershed floods: low inside cells, high at borders and membranes."""
+def _landscape(cell_prob: np.ndarray, image: np.ndarray | None, membrane_channel: int | None,
+               fills_cells: bool = False) -> np.ndarray:
+    """(H, W) float32 relief that the watershed floods: low inside cells, high at borders and membranes.
+
+    With ``fills_cells`` the channel is a cytoplasm stain, bright inside cells and dark where they meet, so it
+    enters upside down: taken as a membrane, it drew the borders through the cytoplasm (F1 0.015 lower on
+    seven saved Vectra predictions, up to 0.034).
+    """
     outside = 1.0 - cell_prob.astype(np.float32)
     if image is None or membrane_channel is None:
         return outside
     membrane = _smoothed(image[membrane_channel])
     span = membrane.max() - membrane.min()
     membrane = (membrane - membrane.min()) / span if span > 0 else np.zeros_like(membrane)
-    return (outside + membrane) / 2
+    return (outside + (1.0 - membrane if fills_cells else membrane)) / 2
 
 
 def _smoothed(channel: np.ndarray) -> np.ndarray:

@@ -141,8 +141,9 @@ def read_history(run_dir: str | Path) -> pd.DataFrame:
     return history
 
 
-def read_thresholds(run_dir: str | Path) -> dict[str, float | str]:
-    """The instance settings chosen after training: thresholds (numbers) and the seed source (a name).
+def read_thresholds(run_dir: str | Path) -> dict[str, float | str | bool]:
+    """The instance settings chosen after training: thresholds (numbers), the seed source (a name) and whether
+    the membrane channel fills cells (true or false).
 
     A damaged file raises InputError naming it."""
     path = Path(run_dir) / THRESHOLDS_FILE
@@ -150,7 +151,7 @@ def read_thresholds(run_dir: str | Path) -> dict[str, float | str]:
         return {}
     try:
         values = json.loads(path.read_text())
-        return {key: value if isinstance(value, str) else float(value) for key, value in values.items()}
+        return {key: value if isinstance(value, str | bool) else float(value) for key, value in values.items()}
     except (OSError, ValueError, TypeError, AttributeError):
         raise InputError("the chosen thresholds are damaged; delete the file to use the configured ones",
                          path) from None
@@ -284,7 +285,7 @@ class Run:
 
     dir: Path
     config: RunConfig
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float | str | bool] = field(default_factory=dict)
     checkpoints: list[Path] = field(default_factory=list)
 
     @classmethod

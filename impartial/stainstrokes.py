@@ -72,7 +72,7 @@ def confident_stains(image: np.ndarray, channels: list[int],
     """
     brights, background = {}, np.ones(image.shape[1:], bool)
     for channel in sorted({*channels, *([] if nuclear_channel is None else [nuclear_channel])}):
-        smoothed = ndi.gaussian_filter(image[channel].astype(np.float32), SMOOTHING_SIGMA)
+        smoothed = _smoothed(image[channel])
         if smoothed.min() == smoothed.max():
             continue  # a blank channel says nothing
         level = threshold_otsu(smoothed)
@@ -84,14 +84,33 @@ def confident_stains(image: np.ndarray, channels: list[int],
     cell = np.zeros(image.shape[1:], bool)
     nuclei = brights.get(nuclear_channel)
     for channel, bright in brights.items():
-        if nuclei is None or channel == nuclear_channel or (
-                channel in channels and bright_thickness(bright) > FILLING_RATIO * bright_thickness(nuclei)):
+        if nuclei is None or channel == nuclear_channel or (channel in channels and _thicker(bright, nuclei)):
             cell |= bright
     if not cell.any():
         return cell, np.zeros_like(background)
     # (the image's edge is no edge of a mask: border_value 1)
     return (ndi.binary_erosion(cell, iterations=CELL_EROSION, border_value=1),
             ndi.binary_erosion(background, iterations=BACKGROUND_EROSION, border_value=1))
+
+
+def fills_cells(image: np.ndarray, channel: int, nuclear_channel: int) -> bool:
+    """Whether the stain in ``channel`` of the (C, H, W) ``image`` fills cells (cytoplasm, whole cell) rather than
+    outlining them (membrane): its bright regions are more than ``FILLING_RATIO`` times as thick as those of the
+    nuclear stain. False when either channel is blank."""
+    brights = []
+    for smoothed in (_smoothed(image[index]) for index in (channel, nuclear_channel)):
+        if smoothed.min() == smoothed.max():
+            return False
+        brights.append(smoothed > threshold_otsu(smoothed))
+    return _thicker(*brights)
+
+
+def _thicker(bright: np.ndarray, nuclei: np.ndarray) -> bool:
+    return bright_thickness(bright) > FILLING_RATIO * bright_thickness(nuclei)
+
+
+def _smoothed(channel: np.ndarray) -> np.ndarray:
+    return ndi.gaussian_filter(channel.astype(np.float32), SMOOTHING_SIGMA)
 
 
 def run_stain_masks(image: np.ndarray, config: RunConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -62,6 +62,23 @@ def test_watershed_seeds_from_the_nuclear_channel_and_follows_the_membrane(touch
     assert nuclei is not None and set(np.unique(nuclei)) == {0, 1, 2}
 
 
+def test_a_stain_that_fills_cells_draws_the_border_along_its_dark_line(touching_squares):
+    # Cytoplasm bright in both squares but for the 2 px line where they meet; the left nucleus lies near that
+    # line, so taken as a membrane the stain leaves the split about halfway between the nuclei, in the right square.
+    squares, cell_prob, _ = touching_squares
+    cytoplasm = (squares > 0).astype(np.float32)
+    cytoplasm[:, 29:31] = 0.0
+    nuclear = np.zeros(SHAPE, np.float32)
+    nuclear[16:24, 22:27] = nuclear[16:24, 36:44] = 1.0
+    image = np.stack([cytoplasm, nuclear])
+    config = InstanceConfig(membrane_channel=0, membrane_fills_cells=True, grow=0)
+    cells, _ = watershed_instances(cell_prob, None, image, config)
+    assert_separated(squares, cells)
+    assert len(np.unique(cells[10:30, 10:29])) == 1 and len(np.unique(cells[10:30, 31:50])) == 1
+    as_membrane, _ = watershed_instances(cell_prob, None, image, InstanceConfig(membrane_channel=0, grow=0))
+    assert set(np.unique(as_membrane[20, 31:50])) == {1, 2}
+
+
 def test_a_cell_without_a_nucleus_gets_a_seed_of_its_own(touching_squares):
     # The right square's nucleus lies outside the section; the probability dips below 0.5 where the squares meet.
     squares, cell_prob, nucleus_prob = touching_squares

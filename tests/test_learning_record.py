@@ -8,7 +8,7 @@ import tifffile
 
 from factories import tiny_config
 from impartial import strokes
-from impartial.calibrate import balanced_accuracy, calibrate
+from impartial.calibrate import balanced_accuracy, calibrate, membrane_fills_cells
 from impartial.config import whole_cell_tasks
 from impartial.dataset import TrainingImage
 from impartial.project import create_project
@@ -69,6 +69,19 @@ def test_a_run_records_its_data_and_quality_and_calibration_can_be_rerun(small_d
     again = calibrate(Run.load(run.dir), Trainer(config, dataset, tmp_path / "other").dataset)
     assert again.thresholds == pytest.approx(run.thresholds)  # the same step the trainer took
     assert again.quality == pytest.approx(quality)
+
+
+def test_the_run_decides_by_majority_whether_its_membrane_channel_fills_cells():
+    config = tiny_config()  # membrane channel 0, nuclear channel 1
+    filled = np.zeros((2, 40, 40), np.float32)
+    filled[1, 10:16, 10:16] = 1.0
+    filled[0, 5:20, 5:20] = 1.0
+    ring = filled.copy()
+    ring[0, 7:18, 7:18] = 0.0
+    assert membrane_fills_cells([filled, filled, ring], config)
+    assert not membrane_fills_cells([filled, ring, ring], config) and not membrane_fills_cells([], config)
+    config.instances.membrane_channel = None
+    assert not membrane_fills_cells([filled], config)
 
 
 def test_annotation_time_adds_pauses_between_edits_up_to_the_idle_limit(tmp_path, monkeypatch):

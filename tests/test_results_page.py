@@ -168,3 +168,18 @@ def test_the_threshold_says_what_it_yields_and_compared_runs_share_it(app_root):
     assert any("All at cell probability threshold 0.30" in text for text in (e.value for e in app.caption))
     compared = [caption for image in app.image for caption in image.captions if caption.startswith(first)]
     assert compared and re.fullmatch(rf"{first}: \d+ cells", compared[0])
+
+
+def test_a_run_whose_membrane_channel_fills_cells_says_how_it_draws_borders(app_root):
+    _, project_dir, _, second = app_root
+    copy = Path(project_dir) / "runs" / f"{second}-cytoplasm"
+    shutil.copytree(Path(project_dir) / "runs" / second, copy)
+    try:
+        thresholds = json.loads((copy / "thresholds.json").read_text())
+        assert thresholds["membrane_fills_cells"] is False  # the demo's membrane stain outlines its cells
+        (copy / "thresholds.json").write_text(json.dumps({**thresholds, "membrane_fills_cells": True}))
+        captions = [element.value for element in results("demo", copy.name).caption]
+        assert any("Its channel 'membrane' stains the inside of cells" in text for text in captions)
+    finally:
+        assert images.wait_for_exports(timeout_s=60)
+        shutil.rmtree(copy)

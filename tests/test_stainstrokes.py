@@ -14,6 +14,7 @@ from impartial.stainstrokes import (
     USER_REACH,
     bright_thickness,
     confident_stains,
+    fills_cells,
     run_stain_masks,
     stain_channels,
     with_stain_strokes,
@@ -53,6 +54,16 @@ def test_a_stain_that_fills_cells_marks_them_and_a_membrane_stain_does_not():
     outlining, background = confident_stains(image, [0, 1], nuclear_channel=1)
     assert outlining[12, 12] and not outlining[5:20, 5:7].any()
     assert not background[5:20, 5:20].any()  # the ring is not background either
+
+
+def test_fills_cells_tells_a_cytoplasm_stain_from_a_membrane_stain():
+    image = np.zeros((3, 40, 40), np.float32)
+    image[1, 10:16, 10:16] = 1.0  # a 6 x 6 nucleus
+    image[0, 5:20, 5:20] = 1.0  # a filled 15 x 15 cell
+    assert fills_cells(image, 0, nuclear_channel=1)
+    image[0, 7:18, 7:18] = 0.0  # now a 2 px ring around it
+    assert not fills_cells(image, 0, nuclear_channel=1)
+    assert not fills_cells(image, 2, nuclear_channel=1) and not fills_cells(image, 0, nuclear_channel=2)  # blank
 
 
 def test_only_the_chosen_channels_count_and_a_blank_one_says_nothing():

@@ -57,6 +57,10 @@ def threshold_note(run: Run, has_cores: bool) -> str:
     elif has_cores and "core_threshold" in chosen:
         note += f" and seed threshold {chosen['core_threshold']:.2f}, also chosen on held-out strokes: each stroke " \
                 "in one cell, no cell with two strokes"
+    if chosen.get("membrane_fills_cells"):
+        channel = run.config.channels[run.config.instances.membrane_channel]
+        note += f". Its channel '{channel}' stains the inside of cells (thicker than the nuclei), so the watershed " \
+                "draws borders along its dark lines"
     return note + "."
 
 
