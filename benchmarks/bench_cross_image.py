@@ -164,11 +164,13 @@ def impartial_rows(case: Case, config: RunConfig, label: str, work: Path,
     trained_min = (time.perf_counter() - started) / 60
     predictions = [predict_image(run, image) for image, _ in case.targets]
     settings = run.instance_config()
-    thresholds = ", ".join(f"{key} {value if isinstance(value, str) else round(value, 2)}"
+    thresholds = ", ".join(f"{key} {value if isinstance(value, str | bool) else round(value, 2)}"
                            for key, value in run.thresholds.items())
     print(f"  {case.name}, {label}: trained {trained_min:.1f} min, {run.status.get('epoch')} epochs; {thresholds}",
           flush=True)
     rows = {label: scores(cells_of(predictions, case, settings), case),
+            f"{label}, the membrane channel's bright lines as borders even where it fills cells": scores(
+                cells_of(predictions, case, dataclasses.replace(settings, membrane_fills_cells=False)), case),
             f"ceiling: labels + {label}'s instance step": scores(
                 cells_of(predictions, case, settings, labelled_foreground=True), case)}
     if ablations:
