@@ -49,6 +49,9 @@ RUN pip install --no-cache-dir --no-deps . \
     && mkdir -p /data \
     && chown 1000:1000 /data
 
+# Dask settings for the workers this image starts (docs/server.md): prediction at full speed.
+COPY docker/dask.yaml /etc/dask/impartial.yaml
+
 ENV IMPARTIAL_DATA=/data
 VOLUME /data
 USER 1000

@@ -102,24 +102,47 @@ def worker_peak_mib() -> float:
 
 
 def measure(run: Path, slide: Path, workers: int, out: Path, chunk: int) -> dict[str, float]:
-    from distributed import Client, LocalCluster
+    from distributed import get_task_stream
 
-    from impartial.slides import open_slide, predict_slides
+    from impartial.slides import dask_client, open_slide, predict_slides
 
     opened = open_slide(slide)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      memory_limit=0) as cluster, Client(cluster) as client:
+    with dask_client(None, workers) as (client, threads):  # the local cluster `impartial predict` starts
         client.wait_for_workers(workers)
         start = time.perf_counter()
-        results = predict_slides(client, run, [slide], out, chunk=chunk, threads=threads, progress=False)
+        with get_task_stream(client) as stream:
+            results = predict_slides(client, run, [slide], out, chunk=chunk, threads=threads, progress=False)
         seconds = time.perf_counter() - start
         if results[0].error:
             raise SystemExit(results[0].error)
         peaks = client.run(worker_peak_mib)
     megapixels = opened.height * opened.width / 1e6
     return {"seconds": seconds, "mpx_per_s": megapixels / seconds, "cells": results[0].summary["cells"],
-            "peak_mib": max(peaks.values())}
+            "peak_mib": max(peaks.values()), "stages": stage_times(stream.data)}
+
+
+def stage_times(tasks: list[dict]) -> dict[str, dict[str, float]]:
+    """Per kind of task (predict, labels, cells, finish; the first part of its key): how many ran, their
+    summed compute seconds, and the span from the first start to the last end (s)."""
+    stages: dict[str, dict[str, float]] = {}
+    for task in tasks:
+        kind = task["key"].split("-")[0] if isinstance(task["key"], str) else str(task["key"][0]).split("-")[0]
+        for period in task["startstops"]:
+            if period["action"] != "compute":
+                continue
+            stage = stages.setdefault(kind, {"tasks": 0, "busy": 0.0, "start": period["start"], "stop": 0.0})
+            stage["tasks"] += 1
+            stage["busy"] += period["stop"] - period["start"]
+            stage["start"], stage["stop"] = min(stage["start"], period["start"]), max(stage["stop"], period["stop"])
+    return stages
+
+
+def stage_line(stages: dict[str, dict[str, float]], wall: float, workers: int) -> str:
+    """Where the time went: per stage its tasks, seconds per task and span; the workers' idle share."""
+    parts = [f"{kind} {stage['tasks']} x {stage['busy'] / max(stage['tasks'], 1):.2f} s "
+             f"(span {stage['stop'] - stage['start']:.0f} s)" for kind, stage in stages.items()]
+    busy = sum(stage["busy"] for stage in stages.values())
+    return "    " + "; ".join(parts) + f"; workers idle {1 - busy / (wall * workers):.0%} of the wall time"
 
 
 def main() -> None:
@@ -153,6 +176,7 @@ def main() -> None:
                 kind = "OME-TIFF" if slide.suffix == ".tif" else "OME-Zarr"
                 print(f"{size:>6} x {size:<6} {kind:>8} {workers:>7} {row['seconds']:>8.1f} {row['mpx_per_s']:>7.3f} "
                       f"{row['cells']:>8} {row['peak_mib']:>15.0f}", flush=True)
+                print(stage_line(row["stages"], row["seconds"], workers), flush=True)
 
 
 if __name__ == "__main__":

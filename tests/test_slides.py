@@ -2,13 +2,16 @@
 
 import itertools
 import json
+import os
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+import yaml
 import zarr
 
 from factories import scribbled_images, tiny_config
@@ -429,3 +432,12 @@ def test_a_scheduler_that_is_no_address_is_named_in_one_message():
         with dask_client("no-such-scheme://scheduler", workers=1):
             pass
     assert "no-such-scheme://scheduler" in str(caught.value)
+
+
+def test_local_workers_keep_glibcs_adaptive_memory_settings_and_the_image_does_the_same():
+    # Dask's MALLOC_TRIM_THRESHOLD_ for its workers halves torch's speed there (see WORKER_ENVIRONMENT)
+    with dask_client(None, workers=1) as (client, _):
+        settings = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert list(settings.values()) == [None]
+    image_config = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker" / "dask.yaml").read_text())
+    assert image_config["distributed"]["nanny"]["pre-spawn-environ"] == {"MALLOC_TRIM_THRESHOLD_": None}
