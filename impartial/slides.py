@@ -646,33 +646,39 @@ def measure_chunk(job: SlideJob, row: int, column: int, offsets: Sequence[int]) 
 
 
 def finish_slide(job: SlideJob) -> dict[str, Any]:
-    """Task 4: join the chunks' tables into NAME_cells.csv and their features into NAME.geojson; label metadata."""
+    """Task 4: join the chunks' tables into NAME_cells.csv and their features into NAME.geojson; label metadata.
+
+    Both files are written chunk by chunk, so the memory this takes does not grow with the slide's cells (a
+    16384 x 16384 slide has about 750 000).
+    """
     import zarr
 
-    tables, total = [], 0
-    with atomic_path(job.geojson_path) as tmp, open(tmp, "w", encoding="utf-8") as stream:
-        stream.write('{"type":"FeatureCollection","features":[')
-        for row, column in job.grid:
+    features, rows, classes = 0, 0, []
+    with (atomic_path(job.geojson_path) as geojson_tmp, open(geojson_tmp, "w", encoding="utf-8") as geojson,
+          atomic_path(job.csv_path) as csv_tmp, open(csv_tmp, "w", encoding="utf-8", newline="") as csv):
+        geojson.write('{"type":"FeatureCollection","features":[')
+        for index, (row, column) in enumerate(job.grid):
             part = json.loads((job.work / f"cells_{row}_{column}.json").read_text())
-            tables.append(pd.DataFrame(part["table"]))
+            table = pd.DataFrame(part["table"])
+            if len(table):  # an empty chunk's table has no dtypes: it only gives the header when all are empty
+                table = table.astype({"id": np.int64, "area": np.int64})
+            if len(table) or (rows == 0 and index == len(job.grid) - 1):
+                table.to_csv(csv, index=False, header=rows == 0)
+            rows += len(table)
+            if rows <= MAX_LABEL_PROPERTIES:
+                classes += zip(table.get("id", []), table.get("class", []), strict=True)
             for feature in part["features"]:
-                stream.write(("," if total else "") + json.dumps(feature, separators=(",", ":")))
-                total += 1
-        stream.write("]}")
-    filled = [part for part in tables if len(part)]  # empty chunks' tables have no dtypes: left out
-    table = pd.concat(filled, ignore_index=True) if filled else tables[0]
-    table = table.astype({"id": np.int64, "area": np.int64})
-    write_text(job.csv_path, table.to_csv(index=False))
+                geojson.write(("," if features else "") + json.dumps(feature, separators=(",", ":")))
+                features += 1
+        geojson.write("]}")
     root = zarr.open_group(str(job.zarr_path), mode="r+")
     for name in ["cells", "nuclei"] if job.nuclei else ["cells"]:
         group = root[f"labels/{name}"]
         label = dict(group.attrs["image-label"])
-        if len(table) <= MAX_LABEL_PROPERTIES:
-            label["properties"] = [{"label-value": int(cell_id), "class": str(name_)}
-                                   for cell_id, name_ in zip(table.get("id", []), table.get("class", []),
-                                                             strict=True)]
+        if rows <= MAX_LABEL_PROPERTIES:
+            label["properties"] = [{"label-value": int(cell_id), "class": str(name_)} for cell_id, name_ in classes]
         group.attrs["image-label"] = label
-    return {"slide": job.slide.name, "cells": len(table), "zarr": str(job.zarr_path), "csv": str(job.csv_path),
+    return {"slide": job.slide.name, "cells": rows, "zarr": str(job.zarr_path), "csv": str(job.csv_path),
             "geojson": str(job.geojson_path)}
 
 

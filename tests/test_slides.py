@@ -27,7 +27,9 @@ from impartial.slides import (
     dask_client,
     estimate_percentiles,
     find_slides,
+    finish_slide,
     finished_slides,
+    make_job,
     open_slide,
     output_paths,
     predict_slides,
@@ -199,6 +201,25 @@ def test_geojson_has_one_valid_polygon_per_cell_with_measurements(predicted):
     centre = shape(first["geometry"]).centroid
     row = table.set_index("id").loc[int(first["id"])]
     assert abs(centre.x - 0.5 - row["centroid_x"]) < 3 and abs(centre.y - 0.5 - row["centroid_y"]) < 3
+
+
+def test_a_slide_without_cells_gets_a_table_of_its_columns_and_an_empty_feature_collection(predicted, slide,
+                                                                                            run_dir, tmp_path):
+    # the chunks' records rewritten as if no chunk had found a cell, then the last task again
+    out = tmp_path / "out"
+    shutil.copytree(predicted[0], out)
+    job = make_job(open_slide(slide[0]), Run.load(run_dir), out, chunk=CHUNK, margin=MARGIN)
+    records = sorted(job.work.glob("cells_*.json"))
+    assert len(records) == len(job.grid)
+    columns = list(pd.read_csv(out / "tissue_cells.csv").columns)
+    for record in records:
+        record.write_text(json.dumps({"table": {column: [] for column in columns}, "features": []}))
+    summary = finish_slide(job)
+    assert summary["cells"] == 0
+    assert (out / "tissue_cells.csv").read_text() == ",".join(columns) + "\n"
+    assert json.loads((out / "tissue.geojson").read_text()) == {"type": "FeatureCollection", "features": []}
+    label = zarr.open_group(str(out / "tissue.ome.zarr"), mode="r")["labels/cells"].attrs["image-label"]
+    assert label["properties"] == []
 
 
 def test_cell_table_matches_the_whole_image_table(predicted, slide):
