@@ -657,13 +657,11 @@ def finish_slide(job: SlideJob) -> dict[str, Any]:
     with (atomic_path(job.geojson_path) as geojson_tmp, open(geojson_tmp, "w", encoding="utf-8") as geojson,
           atomic_path(job.csv_path) as csv_tmp, open(csv_tmp, "w", encoding="utf-8", newline="") as csv):
         geojson.write('{"type":"FeatureCollection","features":[')
-        for index, (row, column) in enumerate(job.grid):
+        for row, column in job.grid:
             part = json.loads((job.work / f"cells_{row}_{column}.json").read_text())
             table = pd.DataFrame(part["table"])
-            if len(table):  # an empty chunk's table has no dtypes: it only gives the header when all are empty
-                table = table.astype({"id": np.int64, "area": np.int64})
-            if len(table) or (rows == 0 and index == len(job.grid) - 1):
-                table.to_csv(csv, index=False, header=rows == 0)
+            if len(table):  # an empty chunk's table has no dtypes to cast
+                table.astype({"id": np.int64, "area": np.int64}).to_csv(csv, index=False, header=rows == 0)
             rows += len(table)
             if rows <= MAX_LABEL_PROPERTIES:
                 classes += zip(table.get("id", []), table.get("class", []), strict=True)
@@ -671,6 +669,8 @@ def finish_slide(job: SlideJob) -> dict[str, Any]:
                 geojson.write(("," if features else "") + json.dumps(feature, separators=(",", ":")))
                 features += 1
         geojson.write("]}")
+        if rows == 0:  # no chunk found a cell: the columns alone
+            table.to_csv(csv, index=False)
     root = zarr.open_group(str(job.zarr_path), mode="r+")
     for name in ["cells", "nuclei"] if job.nuclei else ["cells"]:
         group = root[f"labels/{name}"]
