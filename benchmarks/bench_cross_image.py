@@ -47,7 +47,7 @@ from impartial.io import normalize_percentile, read_image, read_labels  # noqa: 
 from impartial.metrics import evaluate  # noqa: E402
 from impartial.predict import Prediction, predict_image  # noqa: E402
 from impartial.scribbles import auto_scribbles, sparse_scribbles  # noqa: E402
-from impartial.stainstrokes import SMOOTHING_SIGMA  # noqa: E402
+from impartial.stainstrokes import smoothed_stain  # noqa: E402
 from impartial.synthetic import make_tissue  # noqa: E402
 from impartial.train import Trainer  # noqa: E402
 
@@ -152,8 +152,7 @@ def closed_foreground(truth: np.ndarray) -> np.ndarray:
 
 def stain_foreground(image: np.ndarray) -> np.ndarray:
     """(H, W) float32: above the Otsu level of any smoothed channel, the unsupervised baseline."""
-    bright = [smoothed > threshold_otsu(smoothed) for smoothed in
-              (ndimage.gaussian_filter(channel, SMOOTHING_SIGMA) for channel in image)]
+    bright = [smoothed > threshold_otsu(smoothed) for smoothed in (smoothed_stain(channel) for channel in image)]
     return np.logical_or.reduce(bright).astype(np.float32)
 
 

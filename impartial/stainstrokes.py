@@ -72,7 +72,7 @@ def confident_stains(image: np.ndarray, channels: list[int],
     """
     brights, background = {}, np.ones(image.shape[1:], bool)
     for channel in sorted({*channels, *([] if nuclear_channel is None else [nuclear_channel])}):
-        smoothed = _smoothed(image[channel])
+        smoothed = smoothed_stain(image[channel])
         if smoothed.min() == smoothed.max():
             continue  # a blank channel says nothing
         level = threshold_otsu(smoothed)
@@ -98,7 +98,7 @@ def fills_cells(image: np.ndarray, channel: int, nuclear_channel: int) -> bool:
     outlining them (membrane): its bright regions are more than ``FILLING_RATIO`` times as thick as those of the
     nuclear stain. False when either channel is blank."""
     brights = []
-    for smoothed in (_smoothed(image[index]) for index in (channel, nuclear_channel)):
+    for smoothed in (smoothed_stain(image[index]) for index in (channel, nuclear_channel)):
         if smoothed.min() == smoothed.max():
             return False
         brights.append(smoothed > threshold_otsu(smoothed))
@@ -109,7 +109,8 @@ def _thicker(bright: np.ndarray, nuclei: np.ndarray) -> bool:
     return bright_thickness(bright) > FILLING_RATIO * bright_thickness(nuclei)
 
 
-def _smoothed(channel: np.ndarray) -> np.ndarray:
+def smoothed_stain(channel: np.ndarray) -> np.ndarray:
+    """(H, W) float32: the channel as the stain tests see it, lightly smoothed (``SMOOTHING_SIGMA``)."""
     return ndi.gaussian_filter(channel.astype(np.float32), SMOOTHING_SIGMA)
 
 
