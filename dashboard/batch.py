@@ -3,21 +3,28 @@ job on the server's Dask cluster (``$IMPARTIAL_DASK_SCHEDULER``) or on a local o
 
 The work is :func:`impartial.slides.predict_slides`; this module checks who may read the slides, runs it in a
 job of its own manager (slide batches never wait behind trainings, nor trainings behind them) and draws the
-job's progress and the outputs left under the project's folder. Slides may come only from where the Dataset
-page imports on a shared server (:func:`impartial.project.check_importable`), logins on or off: the workers of a
-server's cluster see the data volume and the folders its administrator mounts, nothing else.
+job's progress and the outputs left under the project's folder. Each batch is also written down
+(``<project>/batches/``, see :class:`BatchRequest`) until it ends, so a batch that a server restart interrupted is
+listed with a button that starts it again from the chunks already written.
+
+Slides may come only from where the Dataset page imports on a shared server
+(:func:`impartial.project.check_importable`), logins on or off: the workers of a server's cluster see the data
+volume and the folders its administrator mounts, nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import streamlit as st
 
 from impartial.errors import InputError
-from impartial.jobs import FINAL_STATES, JobContext, JobInfo, JobManager
+from impartial.jobs import FINAL_STATES, JobContext, JobInfo, JobManager, JobRecords, record_id
 from impartial.project import Project, check_importable, import_roots_from_environment
 from impartial.runs import Run
 from impartial.slides import (
@@ -30,12 +37,15 @@ from impartial.slides import (
     predict_slides,
 )
 
-from .state import job_owner, user
+from .state import data_root, job_owner, user, user_errors
+
+log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "IMPARTIAL_DASK_SCHEDULER"  # tcp://HOST:PORT of the server's Dask scheduler (docs/server.md)
 BATCH_SLOTS = 1  # batches run one after the other: a local cluster takes every CPU
 REFRESH_SECONDS = 2.0
 LABEL_PREFIX = "slides"
+BATCH_FOLDER = "batches"  # <project>/batches/<record id>.json: a batch queued or running
 
 
 @st.cache_resource
@@ -89,6 +99,26 @@ class BatchSettings:
             f"a local cluster of {self.workers} worker process(es)"
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchRequest:
+    """A batch as its record file holds it, from its submission to its end: enough to start it again after a
+    server restart."""
+
+    id: str  # the file's stem: <manager instance>-<job id>
+    project: str
+    owner: str
+    run_id: str
+    slides: list[str]
+    settings: dict  # BatchSettings as a dict
+    created: float
+    manager: str  # JobManager.instance that accepted the job
+    job: str  # its job id there
+
+
+def _requests(project: Project) -> JobRecords[BatchRequest]:
+    return JobRecords(project.dir / BATCH_FOLDER, BatchRequest)
+
+
 def submit_batch(project: Project, run_id: str, slides: list[Path], settings: BatchSettings) -> str:
     """Queue the prediction of ``slides`` with run ``run_id`` of ``project``; returns the job id.
 
@@ -98,27 +128,92 @@ def submit_batch(project: Project, run_id: str, slides: list[Path], settings: Ba
     Run.load(run_dir).require_checkpoints()
     out_dir = project.slides_dir(run_id)
     paths = [str(path) for path in slides]
+    records = _requests(project)
+    recorded = threading.Event()  # the record is written: the work may remove it
+    request_id: list[str] = []
 
     def work(ctx: JobContext) -> list[SlideResult]:
-        ctx.report(slides=paths, run=run_id, out_dir=str(out_dir), cluster=settings.cluster, progress={},
-                   results={})
-        progress: dict[str, SlideProgress] = {}
-        results: dict[str, SlideResult] = {}
+        recorded.wait()
+        try:
+            return _run_batch(ctx, run_dir, paths, out_dir, settings)
+        finally:
+            records.remove(request_id[0])  # done, failed or stopped: nothing for a restart to start again
 
-        def on_progress(done: SlideProgress) -> None:
-            progress[done.path] = done
-            ctx.report(progress=dict(progress))  # a new dict each time: the page reads the last one it got
+    manager, owner = batch_manager(), job_owner()
+    job_id = manager.submit(owner, project.name, f"{LABEL_PREFIX} · {run_id} · {project.name}", work)
+    request_id.append(record_id(manager, job_id))
+    try:
+        records.write(BatchRequest(id=request_id[0], project=project.name, owner=owner, run_id=run_id, slides=paths,
+                                   settings=dataclasses.asdict(settings), created=time.time(),
+                                   manager=manager.instance, job=job_id))
+    except OSError as error:  # the batch runs all the same; only a restart would lose it
+        log.warning("could not record slide batch %s: %s", job_id, error)
+    finally:
+        recorded.set()
+    return job_id
 
-        def on_result(result: SlideResult) -> None:
-            results[result.path] = dataclasses.replace(result)
-            ctx.report(results=dict(results))
 
-        with dask_client(settings.scheduler, settings.workers) as (client, threads):
-            return predict_slides(client, run_dir, paths, out_dir, chunk=settings.chunk, margin=settings.margin,
-                                  threads=threads, progress=False, on_result=on_result, on_progress=on_progress,
-                                  stop_event=ctx.stop_event)
+def _run_batch(ctx: JobContext, run_dir: Path, paths: list[str], out_dir: Path,
+               settings: BatchSettings) -> list[SlideResult]:
+    """The work of a batch job: every slide predicted on the batch's cluster, progress reported to ``ctx``."""
+    ctx.report(slides=paths, run=run_dir.name, out_dir=str(out_dir), cluster=settings.cluster, progress={},
+               results={})
+    progress: dict[str, SlideProgress] = {}
+    results: dict[str, SlideResult] = {}
 
-    return batch_manager().submit(job_owner(), project.name, f"{LABEL_PREFIX} · {run_id} · {project.name}", work)
+    def on_progress(done: SlideProgress) -> None:
+        progress[done.path] = done
+        ctx.report(progress=dict(progress))  # a new dict each time: the page reads the last one it got
+
+    def on_result(result: SlideResult) -> None:
+        results[result.path] = dataclasses.replace(result)
+        ctx.report(results=dict(results))
+
+    with dask_client(settings.scheduler, settings.workers) as (client, threads):
+        return predict_slides(client, run_dir, paths, out_dir, chunk=settings.chunk, margin=settings.margin,
+                              threads=threads, progress=False, on_result=on_result, on_progress=on_progress,
+                              stop_event=ctx.stop_event)
+
+
+def interrupted_batches(project: Project, viewer: str | None) -> list[BatchRequest]:
+    """The batches of ``project`` that a server restart interrupted (queued or running then), oldest first: those
+    ``viewer`` started, or all when logins are off (``viewer`` None)."""
+    return [request for request in _requests(project).lost(batch_manager()) if viewer in (None, request.owner)]
+
+
+def start_again(project: Project, request: BatchRequest, root: Path, viewer: str | None) -> str:
+    """Submit an interrupted batch again (its slides' chunks already written are kept); returns the job id.
+
+    Raises InputError when its run is gone or a slide can no longer be read by ``viewer``.
+    """
+    slides, refused = readable_slides("\n".join(request.slides), root, viewer)
+    if refused:
+        raise refused[0]
+    job_id = submit_batch(project, request.run_id, slides, BatchSettings(**request.settings))
+    _requests(project).remove(request.id)
+    return job_id
+
+
+def discard_batch(project: Project, request: BatchRequest) -> None:
+    """Forget an interrupted batch; its outputs stay where they are."""
+    _requests(project).remove(request.id)
+
+
+def interrupted_section(project: Project) -> None:
+    """The viewer's batches of ``project`` that a server restart interrupted, each with Start again / Discard."""
+    for request in interrupted_batches(project, user()):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(request.created))
+        st.warning(f"**{LABEL_PREFIX} · {request.run_id}** ({len(request.slides)} slide(s), started {when}) was "
+                   "interrupted by a server restart. Starting it again goes on from the chunks already written.",
+                   icon=":material/restart_alt:")
+        again, discard = st.columns(2)
+        again.button("Start again", key=f"batch-again-{request.id}", on_click=_start_again, args=(project, request))
+        discard.button("Discard", key=f"batch-discard-{request.id}", on_click=discard_batch, args=(project, request))
+
+
+def _start_again(project: Project, request: BatchRequest) -> None:
+    with user_errors():
+        start_again(project, request, data_root(), user())
 
 
 def project_batches(project: Project) -> list[JobInfo]:
@@ -188,6 +283,9 @@ def _slide_line(path: str, done: SlideProgress | None, result: SlideResult | Non
         st.progress(0.0, text=f"{name}: waiting (opened and its percentiles estimated when its turn comes)")
 
 
+# Larger outputs are not offered for download: the server would hold each one whole in memory while it is sent
+# (a 16384 x 16384 slide's GeoJSON is 0.9 GB); they are read from the data volume instead.
+MAX_DOWNLOAD_BYTES = 200 * 2 ** 20
 DOWNLOADS = {"csv": ("Cells (CSV)", "text/csv"), "geojson": ("Cells (GeoJSON, QuPath)", "application/geo+json")}
 
 
@@ -206,5 +304,10 @@ def outputs_section(project: Project, run_id: str) -> None:
         label, *buttons = st.columns([2, 1, 1])
         label.markdown(f"**{name}**")
         for column, (kind, (text, mime)) in zip(buttons, DOWNLOADS.items(), strict=True):
+            size = paths[kind].stat().st_size
+            if size > MAX_DOWNLOAD_BYTES:
+                column.caption(f"{paths[kind].name}: {size / 2 ** 20:,.0f} MiB, too large to download here; "
+                               "copy it from the folder above")
+                continue
             column.download_button(text, paths[kind].read_bytes, file_name=paths[kind].name,
                                    mime=mime, on_click="ignore", key=f"slide-{run_id}-{name}-{kind}")

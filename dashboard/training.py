@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,12 @@ from impartial.config import RunConfig
 from impartial.device import lower_thread_priority, pick_device, slot_device
 from impartial.devicelock import device_turn
 from impartial.errors import InputError
-from impartial.jobs import FINAL_STATES, JobContext, JobInfo
+from impartial.jobs import FINAL_STATES, JobContext, JobInfo, JobRecords, record_id
 from impartial.learning import score_on_labelled_images
 from impartial.live import ProjectLiveData
 from impartial.project import Project, RunInfo, open_project
 from impartial.runs import CONFIG_FILE, Run, has_checkpoint, read_history, read_preview, read_status, set_focus
 from impartial.scribbles import missing_sides
-from impartial.storage import write_json
 from impartial.train import Trainer, TrainingEvent, step_pace
 
 from .images import project_composite
@@ -71,32 +69,8 @@ class QueuedRequest:
     job: str  # its job id in that manager
 
 
-def _request_path(project_dir: Path, request_id: str) -> Path:
-    return project_dir / QUEUE_FOLDER / f"{request_id}.json"
-
-
-def _write_request(project_dir: Path, request: QueuedRequest) -> None:
-    write_json(_request_path(project_dir, request.id), asdict(request))
-
-
-def _remove_request(project_dir: Path, request_id: str) -> None:
-    _request_path(project_dir, request_id).unlink(missing_ok=True)
-
-
-def _read_requests(project_dir: Path) -> list[QueuedRequest]:
-    """The request files of one project, oldest first; unreadable ones (half-written, foreign) are skipped."""
-    folder = project_dir / QUEUE_FOLDER
-    requests = []
-    for path in folder.glob("*.json") if folder.is_dir() else []:
-        if path.name.startswith("."):
-            continue  # an atomic write in progress
-        try:
-            request = QueuedRequest(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            continue
-        if request.id == path.stem:
-            requests.append(request)
-    return sorted(requests, key=lambda request: request.created)
+def _requests(project_dir: Path) -> JobRecords[QueuedRequest]:
+    return JobRecords(project_dir / QUEUE_FOLDER, QueuedRequest)
 
 
 PREVIEW_OPACITY = 0.7  # the probability's colours over the image in the training preview
@@ -140,7 +114,7 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
                 if not granted:
                     return None
                 folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
-                _remove_request(project.dir, request_id[0])  # the run folder takes over
+                _requests(project.dir).remove(request_id[0])  # the run folder takes over
                 # the totals come with the trainer's start event (a time budget's are estimated once it runs)
                 ctx.report(run_dir=str(folder), kind="start", epoch=0)
                 if live and preview_name:
@@ -156,14 +130,14 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
                     score_on_labelled_images(run, project)
                 return run
         finally:
-            _remove_request(project.dir, request_id[0])  # stopped while waiting for the device, or failed
+            _requests(project.dir).remove(request_id[0])  # stopped while waiting for the device, or failed
 
     with _SUBMITTING:
         _refuse_while_training(project)  # again: another session may have started one while the images loaded
         job_id = manager.submit(owner, project.name, f"{label} · {project.name}", work)
-    request_id.append(f"{manager.instance}-{job_id}")
+    request_id.append(record_id(manager, job_id))
     try:
-        _write_request(project.dir, QueuedRequest(
+        _requests(project.dir).write(QueuedRequest(
             id=request_id[0], project=project.name, owner=owner, label=label, created=time.time(),
             config=config.to_dict(), preview_name=preview_name, init_from=None if init_from is None else str(init_from),
             run_dir=None if run_dir is None else str(run_dir), manager=manager.instance, job=job_id))
@@ -212,14 +186,7 @@ def lost_requests(projects: list[Any]) -> list[QueuedRequest]:
 
     Request files of this server's jobs that ended without removing theirs are removed here.
     """
-    manager = job_manager()
-    lost = []
-    for project in projects:
-        for request in _read_requests(Path(project.dir)):
-            if not manager.holds(request.manager, request.job):
-                lost.append(request)
-            elif manager.job(request.job).state in FINAL_STATES:
-                _remove_request(Path(project.dir), request.id)
+    lost = [request for project in projects for request in _requests(Path(project.dir)).lost(job_manager())]
     return sorted(lost, key=lambda request: request.created)
 
 
@@ -235,13 +202,13 @@ def queue_again(request: QueuedRequest) -> str:
     job_id = submit_training(project, RunConfig.from_dict(request.config), request.preview_name,
                              init_from=None if request.init_from is None else Path(request.init_from),
                              run_dir=None if request.run_dir is None else Path(request.run_dir))
-    _remove_request(project.dir, request.id)
+    _requests(project.dir).remove(request.id)
     return job_id
 
 
 def discard_request(request: QueuedRequest) -> None:
     """Forget a lost request (PermissionError when the viewer may not open its project)."""
-    _remove_request(open_project(data_root(), request.project, user=user()).dir, request.id)
+    _requests(open_project(data_root(), request.project, user=user()).dir).remove(request.id)
 
 
 def request_line(request: QueuedRequest) -> str:
@@ -286,7 +253,7 @@ def stop_job(job: JobInfo) -> None:
             project = open_project(data_root(), job.project, user=user())
         except (InputError, PermissionError):
             return  # the project is gone: so is its queue
-        _remove_request(project.dir, f"{manager.instance}-{job.id}")
+        _requests(project.dir).remove(record_id(manager, job.id))
 
 
 def job_line(job: JobInfo, visible_projects: set[str]) -> str:

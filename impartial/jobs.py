@@ -9,23 +9,26 @@ Work is a callable taking a :class:`JobContext`: it reports progress with ``ctx.
 polls ``ctx.stop_requested`` (or hands ``ctx.stop_event`` to the Trainer) to stop cleanly.
 
 The queue lives in memory only. Each manager has a random :attr:`JobManager.instance`, so whoever
-records a queued job on disk (the dashboard's request files) can tell, after a restart, that the
-manager that accepted it is gone: job ids restart at ``job-1`` in every process.
+records a queued job on disk (:class:`JobRecords`: the dashboard's queued trainings and slide batches) can
+tell, after a restart, that the manager that accepted it is gone: job ids restart at ``job-1`` in every process.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 from .errors import InputError
+from .storage import write_json
 
 log = logging.getLogger(__name__)
 
@@ -251,3 +254,60 @@ class JobManager:
 
 
 __all__ = ["FINAL_STATES", "JobContext", "JobInfo", "JobManager"]
+
+
+Record = TypeVar("Record")
+
+
+class JobRecords(Generic[Record]):
+    """Jobs written down as JSON files in ``folder``, one per job, so that a server restart, which empties the
+    queue, leaves a list of what it interrupted.
+
+    A record is a dataclass of type ``kind`` with at least ``id`` (the file's stem, see :func:`record_id`),
+    ``manager`` (the :attr:`JobManager.instance` that accepted the job), ``job`` (its id there) and ``created``
+    (seconds since the epoch). Whoever writes one removes it when the job no longer needs it; :meth:`lost`
+    removes those of jobs that ended without doing so (cancelled while queued).
+    """
+
+    def __init__(self, folder: Path, kind: type[Record]) -> None:
+        self.folder = folder
+        self.kind = kind
+
+    def write(self, record: Record) -> None:
+        write_json(self._path(record.id), asdict(record))
+
+    def remove(self, record_id: str) -> None:
+        self._path(record_id).unlink(missing_ok=True)
+
+    def read(self) -> list[Record]:
+        """Every record, oldest first; unreadable files (half-written, foreign) are skipped."""
+        records = []
+        for path in self.folder.glob("*.json") if self.folder.is_dir() else []:
+            if path.name.startswith("."):
+                continue  # an atomic write in progress
+            try:
+                record = self.kind(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+            if record.id == path.stem:
+                records.append(record)
+        return sorted(records, key=lambda record: record.created)
+
+    def lost(self, manager: JobManager) -> list[Record]:
+        """The records of jobs that ``manager`` does not hold: accepted by a manager gone with an earlier server
+        process. Records of ``manager``'s jobs that have ended are removed."""
+        lost = []
+        for record in self.read():
+            if not manager.holds(record.manager, record.job):
+                lost.append(record)
+            elif manager.job(record.job).finished_state:
+                self.remove(record.id)
+        return lost
+
+    def _path(self, record_id: str) -> Path:
+        return self.folder / f"{record_id}.json"
+
+
+def record_id(manager: JobManager, job_id: str) -> str:
+    """A job's name across restarts, for its record file: ``<manager instance>-<job id>``."""
+    return f"{manager.instance}-{job_id}"

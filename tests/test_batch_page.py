@@ -1,7 +1,9 @@
 """The Batch page through AppTest: a tiny run over a small generated slide on a Dask cluster (threads in this
 process; tests/test_slides.py covers worker processes), each slide's progress, a bad slide's error, Stop, and the
-outputs with their downloads; slides from where the user may not read are refused."""
+outputs with their downloads (too large ones named, not offered); slides from where the user may not read are
+refused; a batch a server restart interrupted is offered to start again or discard."""
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ import tifffile
 from streamlit.testing.v1 import AppTest
 from test_app import open_page
 
+from dashboard import batch
 from factories import serve_data_root, tiny_project_run
 from impartial.demo import create_demo_project
 from impartial.slides import STOPPED_MESSAGE, finished_slides
@@ -115,6 +118,16 @@ def test_a_batch_shows_each_slides_progress_its_error_and_the_outputs(trained, c
                                                                              "Cells (GeoJSON, QuPath)"]
     assert (out / "tissue_cells.csv").read_text().count("\n") - 1 == int(line.split(", ")[-1].split()[0])
 
+    csv_bytes = (out / "tissue_cells.csv").stat().st_size
+    batch.MAX_DOWNLOAD_BYTES, limit = csv_bytes - 1, batch.MAX_DOWNLOAD_BYTES  # the CSV is now too large
+    try:
+        page.run()
+    finally:
+        batch.MAX_DOWNLOAD_BYTES = limit
+    assert [button.proto.label for button in page.get("download_button")] == []  # the GeoJSON is larger still
+    assert any(caption.value.startswith("tissue_cells.csv: ") and "too large to download here" in caption.value
+               for caption in page.caption)
+
 
 def test_stop_ends_the_batch_and_says_which_slides_are_unfinished(trained, cluster, page, tmp_path):
     root, _, _, _ = trained
@@ -144,3 +157,33 @@ def test_slides_outside_what_the_user_may_read_are_refused_with_a_message(traine
     assert str(trained[0] / "imports") in refused
     # nothing started, not even the readable folder on the next line
     assert [line.value for line in page.markdown if line.value.startswith("**slides ·")] == batches
+
+
+def write_interrupted_batch(project, run_id: str, slides: list[str], scheduler: str, name: str) -> None:
+    """A batch record as a server that has since restarted left it (its manager is gone)."""
+    settings = {"scheduler": scheduler, "workers": 1, "chunk": CHUNK, "margin": MARGIN}
+    record = {"id": name, "project": project.name, "owner": "local", "run_id": run_id, "slides": slides,
+              "settings": settings, "created": time.time(), "manager": "gone", "job": "job-1"}
+    folder = project.dir / batch.BATCH_FOLDER
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(record))
+
+
+def test_a_batch_interrupted_by_a_restart_can_be_discarded_or_started_again(trained, cluster, page):
+    root, project, run_id, cohort = trained
+    slide = root / "imports" / "again.ome.tif"
+    _write_slide(slide, seed=6)
+    for name in ("gone-job-1", "gone-job-2"):
+        write_interrupted_batch(project, run_id, [str(slide)], cluster[0], name)
+    page.run()
+    warnings = [box.value for box in page.warning if "interrupted by a server restart" in box.value]
+    assert len(warnings) == 2 and warnings[0].startswith(f"**slides · {run_id}** (1 slide(s), started ")
+
+    next(button for button in page.button if button.key == "batch-discard-gone-job-2").click().run()
+    assert [box for box in page.warning if "interrupted by a server restart" in box.value] != []
+    next(button for button in page.button if button.key == "batch-again-gone-job-1").click().run()
+    assert not page.exception, page.exception
+    assert not [box for box in page.warning if "interrupted by a server restart" in box.value]
+    rerun_until(page, "again.ome.tif: done, 6 chunks, ")
+    assert "again" in finished_slides(project.dir / "predictions" / run_id / "slides")
+    assert list((project.dir / batch.BATCH_FOLDER).glob("*.json")) == []

@@ -1,11 +1,12 @@
-"""JobManager: FIFO order, queue positions, cancelling, failures, ownership."""
+"""JobManager: FIFO order, queue positions, cancelling, failures, ownership; JobRecords across restarts."""
 
 import threading
+from dataclasses import dataclass
 
 import pytest
 
 from impartial.errors import InputError
-from impartial.jobs import JobContext, JobManager
+from impartial.jobs import JobContext, JobManager, JobRecords, record_id
 
 WAIT_S = 10.0  # generous: only reached when something is broken
 
@@ -179,3 +180,56 @@ def test_a_manager_holds_only_its_own_jobs(manager):
         assert not restarted.holds(manager.instance, job_id)
     finally:
         restarted.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class Note:
+    """The smallest record JobRecords keeps."""
+
+    id: str
+    manager: str
+    job: str
+    created: float
+
+
+def note_of(manager: JobManager, job_id: str, created: float) -> Note:
+    return Note(record_id(manager, job_id), manager.instance, job_id, created)
+
+
+def test_records_of_a_gone_manager_are_lost_oldest_first_and_ended_jobs_records_are_removed(manager, tmp_path):
+    records = JobRecords(tmp_path / "notes", Note)
+    assert records.read() == [] and records.lost(manager) == []  # no folder yet
+    before = JobManager(slots=1)  # the server before a restart
+    started, release = threading.Event(), threading.Event()
+    running = before.submit("ann", "p", "long", blocking_work(started, release))
+    queued = before.submit("ann", "p", "next", lambda ctx: None)
+    assert started.wait(WAIT_S)
+    records.write(note_of(before, queued, created=2.0))
+    records.write(note_of(before, running, created=1.0))
+    assert records.lost(before) == []  # its own jobs, still going
+    release.set()
+    before.wait(queued, WAIT_S)
+    kept = note_of(before, running, created=1.0)  # written again, as a record whose job ended unnoticed
+    records.write(kept)
+    before.shutdown(wait=True)
+
+    assert records.lost(manager) == [kept, note_of(before, queued, created=2.0)]  # the new server holds neither
+    assert [path.name for path in sorted((tmp_path / "notes").iterdir())] == sorted(
+        f"{note.id}.json" for note in records.read())
+    ended = manager.submit("ann", "p", "quick", lambda ctx: None)
+    manager.wait(ended, WAIT_S)
+    records.write(note_of(manager, ended, created=3.0))
+    assert len(records.read()) == 3
+    assert len(records.lost(manager)) == 2 and len(records.read()) == 2  # the ended job's record went
+    records.remove(kept.id)
+    assert records.read() == [note_of(before, queued, created=2.0)]
+
+
+def test_unreadable_and_misnamed_records_are_skipped(manager, tmp_path):
+    records = JobRecords(tmp_path, Note)
+    (tmp_path / "garbage.json").write_text("{not json")
+    (tmp_path / "foreign.json").write_text('{"id": "foreign", "colour": "red"}')
+    (tmp_path / "renamed.json").write_text('{"id": "other", "manager": "m", "job": "job-1", "created": 0}')
+    (tmp_path / ".half-written.json").write_text('{"id": ".half-written", "manager": "m", "job": "job-1", '
+                                                 '"created": 0}')
+    assert records.read() == [] and records.lost(manager) == []

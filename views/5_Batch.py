@@ -7,6 +7,7 @@ from dashboard.batch import (
     BatchSettings,
     batch_panel,
     configured_scheduler,
+    interrupted_section,
     outputs_section,
     readable_slides,
     submit_batch,
@@ -54,6 +55,7 @@ if start:
             st.rerun()
 
 st.subheader("Progress")
+interrupted_section(project)
 batch_panel(project)
 st.subheader(f"Outputs of run {run_id}")
 outputs_section(project, run_id)
