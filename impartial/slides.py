@@ -28,7 +28,9 @@ chunking under the ``impartial`` attribute.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -576,7 +578,31 @@ def predict_chunk(job: SlideJob, row: int, column: int) -> int:
     if job.nuclei and nuclei is not None:
         pieces["nuclei"] = np.where(nuclei > 0, pieces["cells"], 0).astype(np.int32)
     write_npz(record, **pieces)
+    release_freed_memory()
     return len(owned)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc (it has ``malloc_trim``), else None."""
+    try:
+        library = ctypes.CDLL(None)  # the symbols the process already has, the C library's among them
+    except (OSError, TypeError):  # (Windows has no such handle)
+        return None
+    return library if hasattr(library, "malloc_trim") else None
+
+
+def release_freed_memory() -> None:
+    """Hand what a chunk's prediction freed back to the system (glibc's ``malloc_trim``); nothing where the C
+    library has no such call (macOS, musl).
+
+    A worker's heap otherwise keeps pieces of every chunk's tensors it ran, and its peak memory crept up with the
+    number of chunks (1018 and 1129 MiB at 8192 and 16384 px a side). With a trim after each chunk the 8192 px
+    slide peaked at 932 MiB, and ran no slower: a trim takes milliseconds, a chunk seconds.
+    """
+    library = _glibc()
+    if library is not None:
+        library.malloc_trim(0)
 
 
 def cell_offsets(counts: Sequence[int]) -> list[int]:

@@ -6,6 +6,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import yaml
 import zarr
 
 from factories import scribbled_images, tiny_config
+from impartial import slides
 from impartial.cli import main
 from impartial.errors import InputError
 from impartial.io import normalize_percentile
@@ -32,7 +34,9 @@ from impartial.slides import (
     make_job,
     open_slide,
     output_paths,
+    predict_chunk,
     predict_slides,
+    prepare_outputs,
     receptive_halo,
 )
 from impartial.synthetic import make_tissue
@@ -462,3 +466,18 @@ def test_local_workers_keep_glibcs_adaptive_memory_settings_and_the_image_does_t
     assert list(settings.values()) == [None]
     image_config = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker" / "dask.yaml").read_text())
     assert image_config["distributed"]["nanny"]["pre-spawn-environ"] == {"MALLOC_TRIM_THRESHOLD_": None}
+
+
+def test_each_chunk_prediction_hands_what_it_freed_back_to_the_system(run_dir, slide, tmp_path, monkeypatch):
+    # a worker's heap kept pieces of every chunk's tensors, so its peak crept up with the slide (README)
+    trims = []
+    monkeypatch.setattr(slides, "_glibc", lambda: SimpleNamespace(malloc_trim=trims.append))
+    job = make_job(open_slide(slide[0]), Run.load(run_dir), tmp_path, chunk=CHUNK, margin=MARGIN)
+    prepare_outputs(job)
+    predict_chunk(job, 0, 0)
+    assert trims == [0]
+    predict_chunk(job, 0, 0)  # written before: read back, nothing to hand back
+    assert trims == [0]
+    monkeypatch.setattr(slides, "_glibc", lambda: None)  # a C library without malloc_trim (macOS, musl)
+    predict_chunk(job, 0, 1)
+    assert (job.work / "pieces_0_1.npz").exists()
