@@ -15,16 +15,14 @@ volume and the folders its administrator mounts, nothing else.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
-import threading
 import time
 from pathlib import Path
 
 import streamlit as st
 
 from impartial.errors import InputError
-from impartial.jobs import FINAL_STATES, JobContext, JobInfo, JobManager, JobRecords, record_id
+from impartial.jobs import FINAL_STATES, JobContext, JobInfo, JobManager, JobRecords
 from impartial.project import Project, check_importable, import_roots_from_environment
 from impartial.runs import Run
 from impartial.slides import (
@@ -38,8 +36,6 @@ from impartial.slides import (
 )
 
 from .state import data_root, job_owner, user, user_errors
-
-log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "IMPARTIAL_DASK_SCHEDULER"  # tcp://HOST:PORT of the server's Dask scheduler (docs/server.md)
 BATCH_SLOTS = 1  # batches run one after the other: a local cluster takes every CPU
@@ -128,29 +124,16 @@ def submit_batch(project: Project, run_id: str, slides: list[Path], settings: Ba
     Run.load(run_dir).require_checkpoints()
     out_dir = project.slides_dir(run_id)
     paths = [str(path) for path in slides]
-    records = _requests(project)
-    recorded = threading.Event()  # the record is written: the work may remove it
-    request_id: list[str] = []
-
-    def work(ctx: JobContext) -> list[SlideResult]:
-        recorded.wait()
-        try:
-            return _run_batch(ctx, run_dir, paths, out_dir, settings)
-        finally:
-            records.remove(request_id[0])  # done, failed or stopped: nothing for a restart to start again
-
     manager, owner = batch_manager(), job_owner()
-    job_id = manager.submit(owner, project.name, f"{LABEL_PREFIX} · {run_id} · {project.name}", work)
-    request_id.append(record_id(manager, job_id))
-    try:
-        records.write(BatchRequest(id=request_id[0], project=project.name, owner=owner, run_id=run_id, slides=paths,
-                                   settings=dataclasses.asdict(settings), created=time.time(),
-                                   manager=manager.instance, job=job_id))
-    except OSError as error:  # the batch runs all the same; only a restart would lose it
-        log.warning("could not record slide batch %s: %s", job_id, error)
-    finally:
-        recorded.set()
-    return job_id
+
+    def request(request_id: str, job_id: str) -> BatchRequest:
+        return BatchRequest(id=request_id, project=project.name, owner=owner, run_id=run_id, slides=paths,
+                            settings=dataclasses.asdict(settings), created=time.time(),
+                            manager=manager.instance, job=job_id)
+
+    return _requests(project).submit(
+        manager, owner, project.name, f"{LABEL_PREFIX} · {run_id} · {project.name}",
+        lambda ctx, _request_id: _run_batch(ctx, run_dir, paths, out_dir, settings), request)
 
 
 def _run_batch(ctx: JobContext, run_dir: Path, paths: list[str], out_dir: Path,

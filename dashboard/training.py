@@ -97,55 +97,44 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
     label = LIVE_LABEL if live else f"resume {run_dir.name}" if run_dir else ("fine-tune" if init_from else "train")
     owner = job_owner()  # read here: the work runs in a thread without this session's state
     manager = job_manager()
-    recorded = threading.Event()  # the request file is written: the work may remove it
-    request_id: list[str] = []
 
-    def work(ctx: JobContext) -> Run | None:
-        recorded.wait()
-        try:
-            device = slot_device(config.train.device, ctx.slot)
-            if device.type == "cpu":
-                lower_thread_priority()  # the pages of every session come first
-            # a command-line run on the same server may hold the device: wait for it, stoppable
-            # the lock's description is shown to whoever waits: no project or user name in it
-            with device_turn(project.data_root, device, "a dashboard training",
-                             on_wait=lambda holder: ctx.report(kind="waiting", message=f"Waiting for {holder}."),
-                             stop_event=ctx.stop_event) as granted:
-                if not granted:
-                    return None
-                folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
-                _requests(project.dir).remove(request_id[0])  # the run folder takes over
-                # the totals come with the trainer's start event (a time budget's are estimated once it runs)
-                ctx.report(run_dir=str(folder), kind="start", epoch=0)
-                if live and preview_name:
-                    set_focus(folder, preview_name)
-                trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
-                                  init_from=init_from, preview_image=preview, preview_name=preview_name or "",
-                                  stop_event=ctx.stop_event,
-                                  device=device, annotation_minutes=project.annotation_minutes(),
-                                  live=ProjectLiveData(project, config, folder) if live else None)
-                run = trainer.run()
-                if run.checkpoints:  # the learning curve's scores on labelled images the run did not see
-                    ctx.report(kind="scoring", message="Scoring on labelled images it did not train on.")
-                    score_on_labelled_images(run, project)
-                return run
-        finally:
-            _requests(project.dir).remove(request_id[0])  # stopped while waiting for the device, or failed
+    def work(ctx: JobContext, request_id: str) -> Run | None:
+        device = slot_device(config.train.device, ctx.slot)
+        if device.type == "cpu":
+            lower_thread_priority()  # the pages of every session come first
+        # a command-line run on the same server may hold the device: wait for it, stoppable
+        # the lock's description is shown to whoever waits: no project or user name in it
+        with device_turn(project.data_root, device, "a dashboard training",
+                         on_wait=lambda holder: ctx.report(kind="waiting", message=f"Waiting for {holder}."),
+                         stop_event=ctx.stop_event) as granted:
+            if not granted:
+                return None
+            folder = run_dir or project.new_run_dir()  # made when the job starts: a queued job leaves no folder
+            _requests(project.dir).remove(request_id)  # the run folder takes over
+            # the totals come with the trainer's start event (a time budget's are estimated once it runs)
+            ctx.report(run_dir=str(folder), kind="start", epoch=0)
+            if live and preview_name:
+                set_focus(folder, preview_name)
+            trainer = Trainer(config, dataset, folder, on_event=lambda event: ctx.report(**_progress(event)),
+                              init_from=init_from, preview_image=preview, preview_name=preview_name or "",
+                              stop_event=ctx.stop_event,
+                              device=device, annotation_minutes=project.annotation_minutes(),
+                              live=ProjectLiveData(project, config, folder) if live else None)
+            run = trainer.run()
+            if run.checkpoints:  # the learning curve's scores on labelled images the run did not see
+                ctx.report(kind="scoring", message="Scoring on labelled images it did not train on.")
+                score_on_labelled_images(run, project)
+            return run
+
+    def request(request_id: str, job_id: str) -> QueuedRequest:
+        return QueuedRequest(
+            id=request_id, project=project.name, owner=owner, label=label, created=time.time(),
+            config=config.to_dict(), preview_name=preview_name, init_from=None if init_from is None else str(init_from),
+            run_dir=None if run_dir is None else str(run_dir), manager=manager.instance, job=job_id)
 
     with _SUBMITTING:
         _refuse_while_training(project)  # again: another session may have started one while the images loaded
-        job_id = manager.submit(owner, project.name, f"{label} · {project.name}", work)
-    request_id.append(record_id(manager, job_id))
-    try:
-        _requests(project.dir).write(QueuedRequest(
-            id=request_id[0], project=project.name, owner=owner, label=label, created=time.time(),
-            config=config.to_dict(), preview_name=preview_name, init_from=None if init_from is None else str(init_from),
-            run_dir=None if run_dir is None else str(run_dir), manager=manager.instance, job=job_id))
-    except OSError as error:  # the job is queued all the same; only a restart would lose it
-        log.warning("could not record queued training %s: %s", job_id, error)
-    finally:
-        recorded.set()
-    return job_id
+        return _requests(project.dir).submit(manager, owner, project.name, f"{label} · {project.name}", work, request)
 
 
 def live_job(project: Project) -> JobInfo | None:

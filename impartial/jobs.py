@@ -253,9 +253,6 @@ class JobManager:
             self._changed.notify_all()
 
 
-__all__ = ["FINAL_STATES", "JobContext", "JobInfo", "JobManager"]
-
-
 Record = TypeVar("Record")
 
 
@@ -265,13 +262,42 @@ class JobRecords(Generic[Record]):
 
     A record is a dataclass of type ``kind`` with at least ``id`` (the file's stem, see :func:`record_id`),
     ``manager`` (the :attr:`JobManager.instance` that accepted the job), ``job`` (its id there) and ``created``
-    (seconds since the epoch). Whoever writes one removes it when the job no longer needs it; :meth:`lost`
-    removes those of jobs that ended without doing so (cancelled while queued).
+    (seconds since the epoch). :meth:`submit` queues a job with its record and removes the record when the job's
+    work ends; :meth:`lost` removes those of jobs that ended without running (cancelled while queued).
     """
 
     def __init__(self, folder: Path, kind: type[Record]) -> None:
         self.folder = folder
         self.kind = kind
+
+    def submit(self, manager: JobManager, owner: str, project: str, label: str,
+               work: Callable[[JobContext, str], Any], record: Callable[[str, str], Record]) -> str:
+        """Queue ``work`` on ``manager`` (see :meth:`JobManager.submit`) and write its record,
+        ``record(record id, job id)``; returns the job id.
+
+        The work starts only once its record is written, and gets the record's id besides its context (to remove
+        it earlier, when another file takes over); the record is removed when the work returns or raises. A record
+        that cannot be written is logged: the job runs all the same, and only a restart would lose it.
+        """
+        recorded = threading.Event()  # the record is written: the work may remove it
+        name: list[str] = []  # the record's id, known once the manager has named the job
+
+        def recorded_work(ctx: JobContext) -> Any:
+            recorded.wait()
+            try:
+                return work(ctx, name[0])
+            finally:
+                self.remove(name[0])
+
+        job_id = manager.submit(owner, project, label, recorded_work)
+        name.append(record_id(manager, job_id))
+        try:
+            self.write(record(name[0], job_id))
+        except OSError as error:
+            log.warning("could not record job %s in %s: %s", job_id, self.folder, error)
+        finally:
+            recorded.set()
+        return job_id
 
     def write(self, record: Record) -> None:
         write_json(self._path(record.id), asdict(record))
@@ -311,3 +337,6 @@ class JobRecords(Generic[Record]):
 def record_id(manager: JobManager, job_id: str) -> str:
     """A job's name across restarts, for its record file: ``<manager instance>-<job id>``."""
     return f"{manager.instance}-{job_id}"
+
+
+__all__ = ["FINAL_STATES", "JobContext", "JobInfo", "JobManager", "JobRecords", "record_id"]
