@@ -92,6 +92,30 @@ def test_a_cell_without_a_nucleus_gets_a_seed_of_its_own(touching_squares):
     assert set(np.unique(nuclei)) == {0, cells[20, 20]}  # only the left cell has a nucleus
 
 
+def test_a_dim_nucleus_beside_a_bright_one_still_seeds_its_cell(touching_squares):
+    # Epithelial nuclei are often dimmer than lymphocytes' in the same section: an Otsu level of the nuclear
+    # stain (0.30 here) falls between the two and leaves the dim nucleus without a seed; Li's level (0.11) keeps it.
+    squares, cell_prob, nucleus_prob = touching_squares
+    nuclear = nucleus_prob / 0.9
+    nuclear[:, 30:] *= 0.2
+    image = np.stack([np.zeros(SHAPE), nuclear]).astype(np.float32)
+    cells, nuclei = watershed_instances(cell_prob, None, image, InstanceConfig(membrane_channel=None, grow=0))
+    assert_separated(squares, cells)
+    assert set(np.unique(nuclei)) == {0, 1, 2}  # both nuclei found, each in its own cell
+
+
+def test_a_small_nucleus_pressed_against_a_larger_one_is_a_seed_of_its_own():
+    # Discs of radius 6 and 7, centres 10 px apart: the smoothed distance transform dips by less than a pixel at
+    # the neck, which a 1 px peak height missed (one seed for two nuclei, so one cell for two).
+    rows, cols = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    small, large = (rows - 20) ** 2 + (cols - 20) ** 2 < 36, (rows - 20) ** 2 + (cols - 30) ** 2 < 49
+    cell_prob = np.where(np.hypot(rows - 20, cols - 25) < 16, 0.9, 0.05)
+    image = np.stack([np.zeros(SHAPE), (small | large).astype(float)]).astype(np.float32)
+    cells, nuclei = watershed_instances(cell_prob, None, image, InstanceConfig(membrane_channel=None, grow=0))
+    assert cells.max() == 2
+    assert cells[20, 18] != cells[20, 32] and nuclei[20, 18] == cells[20, 18] and nuclei[20, 32] == cells[20, 32]
+
+
 def test_compact_watershed_stops_halfway_where_no_border_shows():
     # One 20 x 40 block of two cells whose probability falls from left to right without a dip between them.
     block = np.zeros(SHAPE, bool)
@@ -103,7 +127,7 @@ def test_compact_watershed_stops_halfway_where_no_border_shows():
     areas = {compactness: np.bincount(watershed_instances(
         cell_prob, None, image, InstanceConfig(membrane_channel=None, grow=0, compactness=compactness))[0].ravel())
         for compactness in (0.0, 0.04)}
-    assert list(areas[0.0]) == [1600, 660, 140]  # plain flooding: the brighter cell takes most of the block
+    assert list(areas[0.0]) == [1600, 652, 148]  # plain flooding: the brighter cell takes most of the block
     assert list(areas[0.04]) == [1600, 400, 400]
 
 
