@@ -39,7 +39,7 @@ from skimage.filters import threshold_otsu
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from impartial.baseline import RandomForestBaseline  # noqa: E402
-from impartial.calibrate import membrane_fills_cells  # noqa: E402
+from impartial.calibrate import cells_show_stain, membrane_fills_cells  # noqa: E402
 from impartial.config import InstanceConfig, RunConfig, preset_config  # noqa: E402
 from impartial.dataset import TrainingImage  # noqa: E402
 from impartial.instances import combine_class_probabilities, instances_from_probabilities  # noqa: E402
@@ -127,9 +127,10 @@ def cells_of(predictions: list[Prediction], case: Case, config: InstanceConfig,
 def forest_rows(case: Case, run_config: RunConfig) -> dict[str, dict]:
     forest = RandomForestBaseline().fit([item.image for item in case.train],
                                         [item.scribbles for item in case.train], n_classes=1)
-    # the instance step a run would take on these images (a cytoplasm stain's dark lines as borders)
+    # the instance step a run would take on these images (a cytoplasm stain's dark lines as borders, cells kept
+    # to the stains where the cell strokes lie in them)
     config = InstanceConfig(threshold=0.5, membrane_fills_cells=membrane_fills_cells(
-        [item.image for item in case.train], run_config))
+        [item.image for item in case.train], run_config), cells_show_stain=cells_show_stain(case.train, run_config))
     found = [instances_from_probabilities(forest.predict_proba(image)[0], None, image, config)[0]
              for image, _ in case.targets]
     labelled = [instances_from_probabilities((truth > 0).astype(np.float32), None, image, config)[0]
@@ -170,6 +171,8 @@ def impartial_rows(case: Case, config: RunConfig, label: str, work: Path,
     rows = {label: scores(cells_of(predictions, case, settings), case),
             f"{label}, the membrane channel's bright lines as borders even where it fills cells": scores(
                 cells_of(predictions, case, dataclasses.replace(settings, membrane_fills_cells=False)), case),
+            f"{label}, cells not kept to the stains": scores(
+                cells_of(predictions, case, dataclasses.replace(settings, cells_show_stain=False)), case),
             f"ceiling: labels + {label}'s instance step": scores(
                 cells_of(predictions, case, settings, labelled_foreground=True), case)}
     if ablations:

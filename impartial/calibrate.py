@@ -18,13 +18,17 @@ import torch
 
 from .config import CELL_CLASSES, NUCLEUS_CLASSES, RunConfig
 from .dataset import TrainingImage
-from .instances import choose_threshold, combine_class_probabilities
+from .instances import choose_threshold, combine_class_probabilities, stained
 from .model import UNet
 from .predict import load_models, predict_with_models
 from .runs import Run
 from .scribbles import class_strokes
 from .separation import ValidationRegion, choose_seeds
 from .stainstrokes import fills_cells
+
+# Share of the cell-stroke pixels that must lie in stain for the instance step to keep cells to the stains. On
+# Vectra and the demo 0.99-1.0 (a stroke drawn over a cell's edge still leaves a few pixels outside).
+STAINED_STROKES = 0.95
 
 
 @dataclass
@@ -33,7 +37,8 @@ class Calibration:
 
     Attributes:
         thresholds: instance settings for ``thresholds.json`` (``threshold``, ``nucleus_threshold``,
-            ``membrane_fills_cells`` and, for runs with cell cores, ``seeds`` and ``core_threshold``).
+            ``membrane_fills_cells``, ``cells_show_stain`` and, for runs with cell cores, ``seeds`` and
+            ``core_threshold``).
         quality: ``validation_accuracy`` (balanced accuracy of the foreground threshold on held-out stroke pixels)
             and ``stroke_consistency``; None where no held-out strokes allow them.
     """
@@ -58,6 +63,7 @@ def calibrate(run: Run, dataset: list[TrainingImage], device: torch.device | Non
     thresholds: dict[str, float | str | bool] = {
         key: _threshold_over(samples, defaults[key]) for key, samples in pooled.items()}
     thresholds["membrane_fills_cells"] = membrane_fills_cells([item.image for item in dataset], run.config)
+    thresholds["cells_show_stain"] = cells_show_stain(dataset, run.config)
     chosen = dataclasses.replace(run.config.instances, **thresholds)
     if regions and all(region.core_prob is not None for region in regions):
         thresholds.update(choose_seeds(regions, chosen))
@@ -77,6 +83,22 @@ def membrane_fills_cells(images: list[np.ndarray], config: RunConfig) -> bool:
         return False
     votes = [fills_cells(image, membrane, nuclear) for image in images]
     return bool(votes) and sum(votes) > len(votes) / 2
+
+
+def cells_show_stain(dataset: list[TrainingImage], config: RunConfig) -> bool:
+    """Whether at least ``STAINED_STROKES`` of the cell-stroke pixels of ``dataset`` lie where the cells' stains
+    show (:func:`impartial.instances.stained`); False without cell strokes.
+
+    The instance step then keeps the foreground to the stained pixels. Where cells are dark in the named channels
+    (a transmitted-light image, a channel chosen wrongly) the strokes say so and the step stays as it was.
+    """
+    inside = total = 0
+    for item in dataset:
+        cell_strokes, _ = class_strokes(item.scribbles, config, CELL_CLASSES)
+        if cell_strokes.any():
+            inside += int(np.count_nonzero(stained(item.image, config.instances) & cell_strokes))
+            total += int(np.count_nonzero(cell_strokes))
+    return total > 0 and inside >= STAINED_STROKES * total
 
 
 def _held_out(item: TrainingImage, models: list[UNet],

@@ -146,6 +146,9 @@ class InstanceConfig:
     # The membrane channel's stain fills cells (a cytoplasm stain): its dark lines, not its bright ones, are the
     # borders. Each run decides it on its own images when training ends (impartial.calibrate).
     membrane_fills_cells: bool = False
+    # Cells show some stain: the cell probability counts only where the nuclear or membrane channel is not dark
+    # (impartial.instances.stained). Each run decides it when training ends: on when its cell strokes lie in stain.
+    cells_show_stain: bool = False
     nuclear_channel: int | None = 1  # seeds when no nucleus class is predicted; None = distance peaks
     min_size: int = 5
     grow: int = 1

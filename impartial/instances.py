@@ -46,6 +46,14 @@ _NUCLEUS_REACH = 6.0
 # The cells without a nucleus are seeded from the distance transform of the probability above this level: the
 # probability dips (without reaching the foreground threshold) where touching cells meet, so the level opens gaps.
 _INNER_LEVEL = 0.5
+# With ``InstanceConfig.cells_show_stain`` a pixel can be a cell's only where the nuclear or the membrane channel
+# rises above this share of its Li level: the network's foreground spills into the dark gaps around cells on
+# unseen tissue (saved Vectra predictions: F1 0.537 -> 0.566 over eleven runs, 0.5-0.8 within 0.01 of each
+# other; the demo unchanged). Below the level itself, so a dim cell keeps its pixels.
+_STAIN_GATE = 0.6
+# The Li level is found on every ``_STAIN_STRIDE``-th row and column: the same level (within 1 %) in a ninth of the
+# time.
+_STAIN_STRIDE = 3
 # The threshold choice prefers values near the middle when several separate the scribbles equally well.
 _NEUTRAL_THRESHOLD = 0.5
 DEFAULT_CANDIDATES = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -170,6 +178,8 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
     """
     _check_map(cell_prob, "cell probability")
     _check_inputs(cell_prob.shape, nucleus_prob, image, config, core_prob)
+    if config.cells_show_stain and image is not None:
+        cell_prob = np.where(stained(image, config), cell_prob, 0).astype(np.float32)
     foreground = cell_prob > config.threshold
     if core_prob is not None and config.seeds == "core":
         return _core_seeded_instances(foreground, core_prob, nucleus_prob, config)
@@ -360,6 +370,25 @@ def _finish_labels(labels: np.ndarray, min_size: int, grow: int) -> np.ndarray:
 def _nuclei_in_cells(nucleus_mask: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """(H, W) int32: nucleus pixels inside a cell, labelled with that cell's id."""
     return np.where(nucleus_mask & (cells > 0), cells, 0).astype(np.int32)
+
+
+def stained(image: np.ndarray, config: InstanceConfig) -> np.ndarray:
+    """(H, W) bool: where the (C, H, W) ``image``'s nuclear or membrane channel (lightly smoothed) is above
+    ``_STAIN_GATE`` times its Li level; everywhere when the image has neither channel the config names.
+
+    Li's level, as for the nuclear seeds: it sits low enough to keep dim cells beside bright ones.
+    """
+    channels = {channel for channel in (config.nuclear_channel, config.membrane_channel)
+                if channel is not None and channel < image.shape[0]}
+    if not channels:
+        return np.ones(image.shape[1:], bool)
+    shown = np.zeros(image.shape[1:], bool)
+    for channel in sorted(channels):
+        smoothed = _smoothed(image[channel])
+        sample = smoothed[::_STAIN_STRIDE, ::_STAIN_STRIDE]
+        if sample.min() < sample.max():
+            shown |= smoothed > _STAIN_GATE * threshold_li(sample)
+    return shown
 
 
 def _check_map(probability: np.ndarray, name: str) -> None:

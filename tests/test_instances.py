@@ -1,5 +1,7 @@
 """Probabilities to instances on hand-made maps: touching squares, small objects, class combinations."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from impartial.instances import (
     choose_threshold,
     combine_class_probabilities,
     instances_from_probabilities,
+    stained,
     threshold_instances,
     watershed_instances,
 )
@@ -77,6 +80,39 @@ def test_a_stain_that_fills_cells_draws_the_border_along_its_dark_line(touching_
     assert len(np.unique(cells[10:30, 10:29])) == 1 and len(np.unique(cells[10:30, 31:50])) == 1
     as_membrane, _ = watershed_instances(cell_prob, None, image, InstanceConfig(membrane_channel=0, grow=0))
     assert set(np.unique(as_membrane[20, 31:50])) == {1, 2}
+
+
+def stained_and_dark_cells() -> tuple[np.ndarray, np.ndarray]:
+    """A bright and a dim (0.3) cytoplasm square 4 px apart, nuclei at their centres, and a cell probability that
+    covers the dark gap between them too, as a network's spills there on unseen tissue."""
+    cytoplasm, nuclear = np.zeros(SHAPE, np.float32), np.zeros(SHAPE, np.float32)
+    cytoplasm[10:30, 10:28], cytoplasm[10:30, 32:50] = 1.0, 0.3
+    nuclear[16:24, 15:23] = nuclear[16:24, 37:45] = 1.0
+    cell_prob = np.full(SHAPE, 0.05, np.float32)
+    cell_prob[10:30, 10:50] = 0.9
+    return np.stack([cytoplasm, nuclear]), cell_prob
+
+
+def test_stained_pixels_reach_the_dim_cell_but_not_the_dark_gap():
+    # Li's level of the smoothed cytoplasm is 0.13, the gate 0.6 times that: the dim square's 0.3 passes, the
+    # smoothing carries the bright square's edge 2 px out, and the gap's middle stays dark.
+    image, _ = stained_and_dark_cells()
+    shown = stained(image, InstanceConfig())
+    assert shown[20, 10:28].all() and shown[20, 32:50].all()
+    assert not shown[20, 29:31].any() and not shown[:5].any() and not shown[20, 53:].any()
+    blank = np.zeros_like(image)
+    assert not stained(blank, InstanceConfig()).any()  # a blank channel shows nothing
+    assert stained(image[:1], InstanceConfig(membrane_channel=None)).all()  # no named channel in the image
+
+
+def test_cells_kept_to_the_stains_leave_the_dark_gap_out():
+    image, cell_prob = stained_and_dark_cells()
+    config = InstanceConfig(membrane_fills_cells=True, grow=0)
+    spilled, _ = watershed_instances(cell_prob, None, image, config)
+    assert (spilled[20, 28:32] > 0).all()
+    kept, _ = watershed_instances(cell_prob, None, image, dataclasses.replace(config, cells_show_stain=True))
+    assert kept.max() == 2 and not kept[20, 29:31].any()
+    assert (kept[20, 12:27] == kept[20, 15]).all() and (kept[20, 33:49] == kept[20, 40]).all()
 
 
 def test_a_cell_without_a_nucleus_gets_a_seed_of_its_own(touching_squares):

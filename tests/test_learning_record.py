@@ -8,7 +8,7 @@ import tifffile
 
 from factories import tiny_config
 from impartial import strokes
-from impartial.calibrate import balanced_accuracy, calibrate, membrane_fills_cells
+from impartial.calibrate import balanced_accuracy, calibrate, cells_show_stain, membrane_fills_cells
 from impartial.config import whole_cell_tasks
 from impartial.dataset import TrainingImage
 from impartial.project import create_project
@@ -82,6 +82,24 @@ def test_the_run_decides_by_majority_whether_its_membrane_channel_fills_cells():
     assert not membrane_fills_cells([filled, ring, ring], config) and not membrane_fills_cells([], config)
     config.instances.membrane_channel = None
     assert not membrane_fills_cells([filled], config)
+
+
+def test_the_run_keeps_cells_to_the_stains_only_when_its_cell_strokes_lie_in_stain():
+    config = tiny_config()  # one task: cell, then background
+    image = np.zeros((2, 40, 40), np.float32)
+    image[1, 10:20, 10:20] = 1.0  # one stained nucleus; the rest is dark in both channels
+
+    def dataset(*cell_strokes: tuple[int, slice]) -> list[TrainingImage]:
+        scribbles = np.zeros((40, 40, 2), np.uint8)
+        for row, columns in cell_strokes:
+            scribbles[row, columns, 0] = 1
+        return [TrainingImage("a", image, scribbles)]
+
+    assert cells_show_stain(dataset((15, slice(11, 19))), config)
+    # 20 stroke pixels, 2 in the dark: 90 % in stain, below the 95 % asked
+    assert not cells_show_stain(dataset((12, slice(11, 19)), (15, slice(11, 19)), (30, slice(20, 24))), config)
+    assert cells_show_stain(dataset(*[(row, slice(11, 19)) for row in range(11, 19)], (30, slice(20, 22))), config)
+    assert not cells_show_stain(dataset(), config)  # no cell strokes: nothing to go by
 
 
 def test_annotation_time_adds_pauses_between_edits_up_to_the_idle_limit(tmp_path, monkeypatch):

@@ -170,16 +170,18 @@ def test_the_threshold_says_what_it_yields_and_compared_runs_share_it(app_root):
     assert compared and re.fullmatch(rf"{first}: \d+ cells", compared[0])
 
 
-def test_a_run_whose_membrane_channel_fills_cells_says_how_it_draws_borders(app_root):
+def test_a_run_says_how_it_draws_borders_and_keeps_cells_to_the_stains(app_root):
     _, project_dir, _, second = app_root
     copy = Path(project_dir) / "runs" / f"{second}-cytoplasm"
     shutil.copytree(Path(project_dir) / "runs" / second, copy)
     try:
         thresholds = json.loads((copy / "thresholds.json").read_text())
         assert thresholds["membrane_fills_cells"] is False  # the demo's membrane stain outlines its cells
-        (copy / "thresholds.json").write_text(json.dumps({**thresholds, "membrane_fills_cells": True}))
+        (copy / "thresholds.json").write_text(json.dumps({**thresholds, "membrane_fills_cells": True,
+                                                           "cells_show_stain": True}))
         captions = [element.value for element in results("demo", copy.name).caption]
         assert any("Its channel 'membrane' stains the inside of cells" in text for text in captions)
+        assert any("cells are kept to the stained pixels" in text for text in captions)
     finally:
         assert images.wait_for_exports(timeout_s=60)
         shutil.rmtree(copy)

@@ -216,7 +216,7 @@ def test_a_run_with_separation_records_its_seeds_and_predicts_cores(tmp_path):
     config = tiny_config(separation=True, **{"train.prior": False})
     run = Trainer(config, scribbled_images(config), tmp_path / "run").run()
     assert set(run.thresholds) == {"threshold", "nucleus_threshold", "core_threshold", "seeds",
-                                   "membrane_fills_cells"}
+                                   "membrane_fills_cells", "cells_show_stain"}
     assert run.thresholds["seeds"] in ("core", "nuclei") and 0 < run.thresholds["core_threshold"] < 1
     assert "sep" in run.history and run.history["sep"].gt(0).all()
     prediction = predict_image(run, scribbled_images(config, seeds=(5,))[0].image)

@@ -115,7 +115,8 @@ def test_run_folder_and_events(small_dataset, tmp_path):
     history = run.history
     assert list(history.epoch) == [1, 2, 3]
     assert np.isfinite(history[["scribble", "rec", "total", "val"]].to_numpy(float)).all()
-    assert set(run.thresholds) == {"threshold", "nucleus_threshold", "membrane_fills_cells"}
+    assert set(run.thresholds) == {"threshold", "nucleus_threshold", "membrane_fills_cells",
+                                   "cells_show_stain"}
     assert 0 < run.thresholds["threshold"] < 1
 
 

@@ -61,6 +61,8 @@ def threshold_note(run: Run, has_cores: bool) -> str:
         channel = run.config.channels[run.config.instances.membrane_channel]
         note += f". Its channel '{channel}' stains the inside of cells (thicker than the nuclei), so the watershed " \
                 "draws borders along its dark lines"
+    if chosen.get("cells_show_stain"):
+        note += ". Its cell strokes lie where the cells' stains show, so cells are kept to the stained pixels"
     return note + "."
 
 
