@@ -11,6 +11,8 @@ Two methods, chosen by ``InstanceConfig.method``:
   rises gently with the distance to the nearest seed (``InstanceConfig.compactness``), so where the probability
   shows no border between two cells the split falls about halfway between their seeds. Every foreground region
   without a seed still becomes a cell, so nothing the network found is lost.
+  A run whose cell strokes lie in stain keeps its cells to the stained pixels (``cells_show_stain``), which trims
+  the foreground the network spills into the dark gaps around cells.
 
 All label images are (H, W) int32 with 0 = background and ids 1..n.
 """
@@ -167,7 +169,8 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
             are the seeds and also count as foreground (a nucleus without cytoplasm is a small cell of its own).
         image: (C, H, W) normalised image or None: ``config.nuclear_channel`` gives seeds when there is no nucleus
             probability, ``config.membrane_channel`` raises the landscape along membranes.
-        config: thresholds, channels, ``min_size`` and ``grow``.
+        config: thresholds, channels, ``min_size`` and ``grow``; with ``cells_show_stain`` (and an image) the cell
+            probability counts only where :func:`stained`.
         core_prob: (H, W) float cell-core probability or None. When given and ``config.seeds`` is ``"core"``, its
             components above ``config.core_threshold`` inside the foreground are the seeds and the watershed floods
             ``1 - core_prob``: the cores of touching cells are apart even where the cells share no gap.

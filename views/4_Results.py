@@ -141,7 +141,7 @@ show_labels = slider_cols[-1].checkbox("Outlines of the labels (cyan)", disabled
 display = display_controls(project, "results")
 st.caption(threshold_note(run, has_cores))
 found = images.segmentation(run, project, name, threshold, core_threshold, seeds)
-foreground = float((sum(prediction.class_probabilities().values()) >= threshold).mean())
+foreground = float((found.cells > 0).mean())  # what the instance step kept (e.g. only where the stains show)
 st.caption(f"At {threshold:.2f}, {foreground:.0%} of the image is foreground (cells); {int(found.cells.max())} cells. "
            "Lower the threshold to take in fainter cell parts, raise it to shrink cells back.")
 show_findings(images.findings(run, project, name, threshold))
