@@ -43,9 +43,10 @@ from impartial.synthetic import make_tissue
 from impartial.train import Trainer
 
 # a 600 x 640 slide is 4 x 4 chunks (16: all of them go into the percentiles, which are then exactly
-# normalize_percentile's); cells are up to about 30 px wide. Each chunk's instance step takes the Otsu
-# level of the nuclear channel from its own core + margin (as the windowed step of impartial.instances does):
-# much smaller windows than these make that level, and so a few cells, differ from the whole image's.
+# normalize_percentile's); cells are up to about 30 px wide. Each chunk's instance step takes the Li levels
+# of the nuclear channel (its seeds) and of the stains (the run keeps its cells to them) from its own core + margin
+# (as the windowed step of impartial.instances does): much smaller windows than these make those levels, and so a
+# few cells, differ from the whole image's.
 HEIGHT, WIDTH, CHUNK, MARGIN = 600, 640, 160, 64
 
 
