@@ -461,12 +461,14 @@ def test_a_scheduler_that_is_no_address_is_named_in_one_message():
 
 
 def test_local_workers_keep_glibcs_adaptive_memory_settings_and_the_image_does_the_same():
-    # Dask's MALLOC_TRIM_THRESHOLD_ for its workers halves torch's speed there (see WORKER_ENVIRONMENT)
+    # Dask's MALLOC_TRIM_THRESHOLD_ for its workers halves torch's speed there, and two malloc arenas lower their
+    # peak memory (see WORKER_ENVIRONMENT)
     with dask_client(None, workers=1) as (client, _):
-        settings = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
-    assert list(settings.values()) == [None]
+        settings = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("MALLOC_ARENA_MAX")))
+    assert list(settings.values()) == [(None, "2")]
     image_config = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker" / "dask.yaml").read_text())
-    assert image_config["distributed"]["nanny"]["pre-spawn-environ"] == {"MALLOC_TRIM_THRESHOLD_": None}
+    assert image_config["distributed"]["nanny"]["pre-spawn-environ"] == {"MALLOC_TRIM_THRESHOLD_": None,
+                                                                         "MALLOC_ARENA_MAX": "2"}
 
 
 def test_each_chunk_prediction_hands_what_it_freed_back_to_the_system(run_dir, slide, tmp_path, monkeypatch):
