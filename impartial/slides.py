@@ -770,8 +770,9 @@ CONNECT_TIMEOUT_S = 10  # how long to try reaching a scheduler before giving up 
 # Setting it turns off glibc's adaptive mmap threshold, so every large tensor of a prediction is mapped and
 # unmapped afresh: a 1024 px chunk took 19-21 s instead of 10-11 s (measured on this 2-core VM, 27 November).
 # Unset (None) for the workers a local cluster starts; the image's dask.yaml does the same for `dask worker`.
-# MALLOC_ARENA_MAX=2: glibc's many per-thread heaps (torch, tornado and zarr threads) each kept freed chunk memory;
-# two lowered a worker's peak on an 8192 x 8192 slide from 920-927 to 827-851 MiB, a chunk 11.1 s against 10.9 s.
+# MALLOC_ARENA_MAX=2: glibc gives threads that allocate heaps of their own (a worker runs several threads), and
+# each keeps freed chunk memory; two lowered a worker's peak on an 8192 x 8192 slide from 920-927 to 827-851 MiB,
+# a chunk 11.1 s against 10.9 s.
 WORKER_ENVIRONMENT = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                       "distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": "2"}
 
