@@ -17,6 +17,7 @@ times, then the median and maximum over sessions.
 
     .venv/bin/python benchmarks/bench_results_page.py [--sessions 5] [--reruns 3] [--own-projects]
         [--control]        # a trivial Results page: the floor
+        [--unprepared]     # the run ends without keeping a prediction: the first visitor predicts it
         [--warm]           # one visit first: the sessions find the prediction computed
         [--app-root DIR]   # serve another checkout (e.g. a `git worktree` of an older commit) with the same data
 
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from impartial.config import apply_overrides  # noqa: E402
 from impartial.demo import create_demo_project  # noqa: E402
+from impartial.results import prepare_results  # noqa: E402
 from impartial.train import Trainer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
@@ -85,13 +87,18 @@ def control_app(app_root: Path, folder: Path) -> Path:
     return copy
 
 
-def prepare(data_root: Path, sessions: int, own_projects: bool, size: int) -> list[str]:
-    """The demo project ``bench`` with one finished run, its copies, and ``trainer``; returns the viewed names."""
+def prepare(data_root: Path, sessions: int, own_projects: bool, size: int, unprepared: bool) -> list[str]:
+    """The demo project ``bench`` with one finished run, its copies, and ``trainer``; returns the viewed names.
+
+    The run ends as a dashboard or command-line run does, with the opening image's prediction kept in its folder
+    (``results.prepare_results``), unless ``unprepared``."""
     project = create_demo_project(data_root, name="bench", size=size)
     config = apply_overrides(project.config_defaults(), {"train.epochs": 4, "train.patches_per_epoch": 64,
                                                           "train.preview_every": 0, "train.prior": False})
     started = time.perf_counter()
-    Trainer(config, project.training_set(config), project.new_run_dir()).run()
+    run = Trainer(config, project.training_set(config), project.new_run_dir()).run()
+    if not unprepared:
+        prepare_results(run, project)
     print(f"prepared a finished run in {time.perf_counter() - started:.1f} s")
     create_demo_project(data_root, name="trainer", size=size)
     if not own_projects:
@@ -200,6 +207,8 @@ def main() -> None:
     parser.add_argument("--app-root", type=Path, default=ROOT, help="the checkout whose app.py is served")
     parser.add_argument("--warm", action="store_true", help="open the page once before the sessions")
     parser.add_argument("--control", action="store_true", help="serve a trivial Results page instead (the floor)")
+    parser.add_argument("--unprepared", action="store_true",
+                        help="no prediction kept when the run ends: the first visitor's page predicts it")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a Streamlit option for the server, e.g. runner.postScriptGC=false (repeatable)")
     args = parser.parse_args()
@@ -207,7 +216,7 @@ def main() -> None:
         sys.exit(f"no Chromium at {CHROMIUM}")
     with tempfile.TemporaryDirectory(prefix="bench-results-") as folder:
         work = Path(folder)
-        projects = prepare(work / "data", args.sessions, args.own_projects, args.size)
+        projects = prepare(work / "data", args.sessions, args.own_projects, args.size, args.unprepared)
         app_root = args.app_root.resolve()
         if args.control:
             app_root = control_app(app_root, work)

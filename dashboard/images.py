@@ -32,17 +32,13 @@ from impartial.metrics import evaluate
 from impartial.pipeline import Segmentation, export_segmentation, segment_prediction
 from impartial.predict import Prediction, predict_image
 from impartial.project import Project
-from impartial.runs import Run, checkpoint_paths, result_files
+from impartial.results import kept_cells, kept_prediction
+from impartial.runs import Run, checkpoint_stamp, result_files
 
 from .display import ChannelDisplay
 from .render import composite, heat_picture, heatmap, outline, png_bytes
 
 log = logging.getLogger(__name__)
-
-
-def run_stamp(run_dir: Path) -> tuple[int, ...]:
-    """Modification times of a run's checkpoints: change when training adds or improves one."""
-    return tuple(path.stat().st_mtime_ns for path in checkpoint_paths(run_dir))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -68,12 +64,19 @@ def project_composite(project: Project, name: str, display: ChannelDisplay | Non
 
 @st.cache_resource(max_entries=16, show_spinner="Predicting with MC dropout ...")
 def _prediction(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: str, stamp: int) -> Prediction:
-    return predict_image(Run.load(run_dir), _normalized(project_dir, name, stamp))
+    run, project = Run.load(run_dir), Project(project_dir)
+    return kept_prediction(run, project, name) or predict_image(run, _normalized(project_dir, name, stamp))
+
+
+def _result_key(run: Run, project: Project, name: str) -> tuple[str, tuple[int, ...], str, str, int]:
+    """The cache key of one run's results on one image: folders, checkpoint and image modification times."""
+    return str(run.dir), checkpoint_stamp(run.dir), str(project.dir), name, project.image_stamp(name)
 
 
 def prediction(run: Run, project: Project, name: str) -> Prediction:
-    """The run's MC-dropout prediction of a project image (mean, variance, entropy per class)."""
-    return _prediction(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name))
+    """The run's MC-dropout prediction of a project image (mean, variance, entropy per class): the one kept in
+    the run folder when the run ended (results.prepare_results) when it is current, else predicted now."""
+    return _prediction(*_result_key(run, project, name))
 
 
 @st.cache_resource(max_entries=32, show_spinner="Finding cells ...")
@@ -83,6 +86,9 @@ def _segmentation(run_dir: str, run_key: tuple[int, ...], project_dir: str, name
     config = dataclasses.replace(run.instance_config(), threshold=threshold, core_threshold=core_threshold,
                                  seeds=seeds)
     found = _prediction(run_dir, run_key, project_dir, name, stamp)  # cached: only the instance step reruns
+    kept = kept_cells(run, Project(project_dir), name, config)  # found when the run ended, at its own settings
+    if kept is not None:
+        return Segmentation(found, *kept)
     return segment_prediction(found, _normalized(project_dir, name, stamp), config)
 
 
@@ -109,7 +115,7 @@ def segmentation(run: Run, project: Project, name: str, threshold: float | None 
     ``threshold`` (cell probability), ``seeds`` ("core" or "nuclei") and ``core_threshold`` (the cell cores that
     seed the watershed; runs with the cell-core output): None = the run's validated one.
     """
-    return _segmentation(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name),
+    return _segmentation(*_result_key(run, project, name),
                          *_thresholds(run, threshold, core_threshold, seeds))
 
 
@@ -205,7 +211,7 @@ def keep_exports(run: Run, project: Project, name: str, threshold: float | None 
     """
     settings = _thresholds(run, threshold, core_threshold, seeds)
     key = _export_key(run, project, name)
-    state = (run_stamp(run.dir), project.image_stamp(name), settings, project.pixel_size_um)
+    state = (checkpoint_stamp(run.dir), project.image_stamp(name), settings, project.pixel_size_um)
     if _export_writer.wanted(key, state):
         _export_writer.submit(key, state, functools.partial(
             _write_exports, project, run.dir.name, name, segmentation(run, project, name, *settings)))
@@ -274,7 +280,7 @@ def figure(run: Run, project: Project, name: str, which: str, title: str) -> go.
     ``which``: ``entropy``, ``probability:<class>``, ``variance:<class>``, ``core`` or ``core_variance``.
     The figure is shared by all sessions: never change it.
     """
-    return _figure(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name), which, title)
+    return _figure(*_result_key(run, project, name), which, title)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +301,7 @@ def _heat_picture(run_dir: str, run_key: tuple[int, ...], project_dir: str, name
 
 def heat(run: Run, project: Project, name: str, which: str) -> HeatPicture:
     """Heat map ``which`` (as in :func:`figure`) as a picture: far quicker for a browser to draw than the figure."""
-    return _heat_picture(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name), which)
+    return _heat_picture(*_result_key(run, project, name), which)
 
 
 LABEL_OUTLINE = "#00ffff"
@@ -319,7 +325,7 @@ def outlined(run: Run, project: Project, name: str, threshold: float | None = No
     found with these thresholds (see :func:`segmentation`) in ``color`` at ``opacity``, and with ``labels`` the
     outlines of the image's labels (when it has them) in ``LABEL_OUTLINE``."""
     labels_stamp = project.annotation_stamp(name)[0] if labels else None
-    return _outlined(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name),
+    return _outlined(*_result_key(run, project, name),
                      display or ChannelDisplay.of_project(project), *_thresholds(run, threshold, core_threshold, seeds),
                      color, round(float(opacity), 3), labels_stamp)
 
@@ -339,7 +345,7 @@ def scores(run: Run, project: Project, name: str, threshold: float | None = None
            core_threshold: float | None = None, seeds: str | None = None) -> dict[str, float] | None:
     """The cells found with these thresholds scored against the image's labels (``metrics.evaluate``), or
     None when the image has no labels."""
-    return _scores(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name),
+    return _scores(*_result_key(run, project, name),
                    project.annotation_stamp(name), *_thresholds(run, threshold, core_threshold, seeds))
 
 
@@ -359,7 +365,7 @@ def findings(run: Run, project: Project, name: str, threshold: float | None = No
     background, with the strokes to draw next (:func:`impartial.diagnostics.prediction_findings`, the image's
     scribbles and validation box; ``threshold`` None = the run's validated cell threshold)."""
     threshold = _thresholds(run, threshold, None, None)[0]
-    return _findings(str(run.dir), run_stamp(run.dir), str(project.dir), name, project.image_stamp(name),
+    return _findings(*_result_key(run, project, name),
                      project.annotation_stamp(name), threshold)
 
 

@@ -33,6 +33,7 @@ from impartial.jobs import FINAL_STATES, JobContext, JobInfo, JobRecords, record
 from impartial.learning import score_on_labelled_images
 from impartial.live import ProjectLiveData
 from impartial.project import Project, RunInfo, open_project
+from impartial.results import prepare_results
 from impartial.runs import CONFIG_FILE, Run, has_checkpoint, read_history, read_preview, read_status, set_focus
 from impartial.scribbles import missing_sides
 from impartial.train import Trainer, TrainingEvent, step_pace
@@ -121,7 +122,11 @@ def submit_training(project: Project, config: RunConfig, preview_name: str | Non
                               device=device, annotation_minutes=project.annotation_minutes(),
                               live=ProjectLiveData(project, config, folder) if live else None)
             run = trainer.run()
-            if run.checkpoints:  # the learning curve's scores on labelled images the run did not see
+            if run.checkpoints:
+                # while the run holds the device: the Results page's first visitor then waits for no prediction
+                ctx.report(kind="predicting", message="Predicting the image the Results page opens on.")
+                prepare_results(run, project)
+                # the learning curve's scores on labelled images the run did not see
                 ctx.report(kind="scoring", message="Scoring on labelled images it did not train on.")
                 score_on_labelled_images(run, project)
             return run

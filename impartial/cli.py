@@ -223,7 +223,9 @@ def run_train(args: argparse.Namespace) -> int:
           f"thresholds {run.thresholds} -> {run.dir}")
     if project is not None and run.checkpoints:
         from .learning import score_on_labelled_images
+        from .results import prepare_results
 
+        prepare_results(run, project)  # the dashboard's Results page then opens without predicting
         for name, scores in score_on_labelled_images(run, project).items():
             print(f"on labelled image {name} (not trained on): F1@0.5 {scores['f1']:.3f}, AP@0.5 {scores['ap']:.3f}")
     return 0

@@ -21,8 +21,8 @@ import pandas as pd
 
 from .errors import InputError
 from .metrics import instance_scores
-from .pipeline import segment
 from .project import Project
+from .results import project_segmentation
 from .runs import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -45,14 +45,15 @@ PACKAGES = ("impartial", "torch", "numpy", "scipy", "scikit-image", "pandas", "s
 
 def score_on_labelled_images(run: Run, project: Project, limit: int = MAX_LABELLED_IMAGES) -> dict[str, dict]:
     """Score a run on up to ``limit`` of the project's labelled images it did not train on; the scores (F1, AP
-    at IoU 0.5 and the counts per image) are added to the run's quality record and returned."""
+    at IoU 0.5 and the counts per image) are added to the run's quality record and returned. Cells kept in the
+    run folder (results.prepare_results) are used, not found again."""
     trained = set(read_training_data(run.dir).get("images", {}))
     damaged = project.damaged_files()
     unseen = [name for name in project.images() if name not in trained and name not in damaged
               and project.has_labels(name)][:limit]
     scores = {}
     for name in unseen:
-        cells = segment(run, project.normalized(name)).cells
+        cells = project_segmentation(run, project, name).cells
         scores[name] = {key: float(value) for key, value in instance_scores(project.load_labels(name), cells).items()}
     if scores:
         write_quality(run.dir, labelled=scores)

@@ -12,6 +12,7 @@ RUN_DIR/config.json        the RunConfig that trained it
         state.pt           everything needed to resume after a stop or crash
         preview.npz        the latest preview prediction (epoch, image name, the Prediction's arrays)
         focus.json         live runs: the image the user looks at, which the next preview shows
+        predicted/<image>.npz   kept predictions of project images (results.py): a cache, not a result
 ```
 """
 
@@ -48,6 +49,7 @@ SNAPSHOT_DIR = "scribbles"
 STATE_FILE = "state.pt"
 PREVIEW_FILE = "preview.npz"
 FOCUS_FILE = "focus.json"
+PREDICTED_DIR = "predicted"
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT_PATTERN = "cycle_*.pt"
 # What a trainer records in status.json; read_status adds "interrupted" (the process is gone), "new" (no status
@@ -73,6 +75,11 @@ def checkpoint_paths(run_dir: str | Path) -> list[Path]:
     return sorted(folder.glob(_CHECKPOINT_PATTERN), key=lambda path: int(path.stem.split("_")[1]))
 
 
+def checkpoint_stamp(run_dir: str | Path) -> tuple[int, ...]:
+    """Modification times (ns) of a run's checkpoints: change when training adds or improves one."""
+    return tuple(path.stat().st_mtime_ns for path in checkpoint_paths(run_dir))
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
     """Whether the run has saved at least one checkpoint (it can predict)."""
     return any((Path(run_dir) / CHECKPOINT_DIR).glob(_CHECKPOINT_PATTERN))
@@ -84,10 +91,12 @@ def can_resume(run_dir: str | Path) -> bool:
 
 
 def result_files(run_dir: str | Path) -> list[Path]:
-    """The files that make up the run's result, sorted: all but the resume-only state, the live preview and
-    hidden (temporary) files."""
-    return [path for path in sorted(Path(run_dir).rglob("*"))
-            if path.is_file() and path.name not in (STATE_FILE, PREVIEW_FILE) and not path.name.startswith(".")]
+    """The files that make up the run's result, sorted: all but the resume-only state, the live preview, the
+    kept predictions and hidden (temporary) files."""
+    run_dir = Path(run_dir)
+    return [path for path in sorted(run_dir.rglob("*"))
+            if path.is_file() and path.name not in (STATE_FILE, PREVIEW_FILE) and not path.name.startswith(".")
+            and path.relative_to(run_dir).parts[0] != PREDICTED_DIR]
 
 
 def write_status(run_dir: str | Path, state: RunState, **fields: Any) -> dict[str, Any]:

@@ -113,6 +113,7 @@ def test_a_project_run_waits_for_the_device_then_shows_in_the_project(tmp_path, 
     assert "waiting for the device: train of demo by ann (started " in errors
     (run,) = project.runs()  # the dashboard lists the command-line run
     assert run.status["state"] == "done" and (run.dir / "checkpoints" / "cycle_0.pt").exists()
+    assert (run.dir / "predicted" / f"{project.images()[0]}.npz").exists()  # the Results page opens on it
 
 
 @pytest.mark.parametrize("flags, problem", [(["--threads", "-1"], "train.threads"), (["--seed", "-1"], "train.seed"),
