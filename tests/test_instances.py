@@ -8,6 +8,7 @@ import pytest
 from impartial.config import InstanceConfig
 from impartial.errors import InputError
 from impartial.instances import (
+    _largest_pieces,
     choose_threshold,
     combine_class_probabilities,
     instances_from_probabilities,
@@ -113,6 +114,52 @@ def test_cells_kept_to_the_stains_leave_the_dark_gap_out():
     kept, _ = watershed_instances(cell_prob, None, image, dataclasses.replace(config, cells_show_stain=True))
     assert kept.max() == 2 and not kept[20, 29:31].any()
     assert (kept[20, 12:27] == kept[20, 15]).all() and (kept[20, 33:49] == kept[20, 40]).all()
+
+
+def cell_in_dim_rim(inside: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A bright cytoplasm square (its inner part at ``inside``) with a nucleus, in a 3 px rim at 0.4 that the cell
+    probability covers too, as a network spills into the dim tissue around a cell."""
+    cytoplasm, nuclear = np.zeros(SHAPE, np.float32), np.zeros(SHAPE, np.float32)
+    cytoplasm[7:33, 7:33] = 0.4
+    cytoplasm[10:30, 10:30] = 1.0
+    cytoplasm[14:26, 14:26] = inside
+    nuclear[17:23, 17:23] = 1.0
+    cell_prob = np.full(SHAPE, 0.05, np.float32)
+    cell_prob[7:33, 7:33] = 0.9
+    return np.stack([cytoplasm, nuclear]), cell_prob
+
+
+def test_a_cell_kept_to_the_stains_sheds_the_rim_much_dimmer_than_itself():
+    # The rim passes the whole image's stain level, but its stain (0.4 + 0) is below 0.6 of the cell's mean
+    # ((400 + 0.4 * 276 + 36) / 676 + ... = 0.81 -> 0.49): it is trimmed, the square kept, the nucleus with it.
+    image, cell_prob = cell_in_dim_rim()
+    config = InstanceConfig(membrane_fills_cells=True, grow=0, cells_show_stain=True)
+    assert stained(image, config)[8, 20] and stained(image, config)[20, 31]
+    spilled, _ = watershed_instances(cell_prob, None, image, dataclasses.replace(config, cells_show_stain=False))
+    assert spilled[8, 20] == spilled[20, 20] == 1
+    cells, nuclei = watershed_instances(cell_prob, None, image, config)
+    assert cells.max() == 1 and (cells[11:29, 11:29] == 1).all()
+    assert not cells[7:9].any() and not cells[:, 31:].any() and not cells[20, 7:9].any()
+    assert nuclei[20, 20] == 1 and np.all((nuclei == 0) | (nuclei == cells))
+
+
+def test_a_dim_part_that_the_cell_encloses_stays_in_the_cell():
+    # The square's middle (0.2, away from the nucleus) passes the whole image's stain level but 40 of its pixels
+    # lie below 0.6 of the cell's mean stain; the cell surrounds them: a hole, not a spill, so they stay (a
+    # cytoplasm dimmer than what lies around it).
+    image, cell_prob = cell_in_dim_rim(inside=0.2)
+    config = InstanceConfig(membrane_fills_cells=True, grow=0, cells_show_stain=True)
+    assert stained(image, config)[14:26, 14:26].all()
+    cells, _ = watershed_instances(cell_prob, None, image, config)
+    assert (cells[11:29, 11:29] == 1).all()
+
+
+def test_a_cell_cut_in_two_keeps_its_larger_piece():
+    cells = np.array([[1, 1, 0, 1, 2],
+                      [1, 1, 0, 0, 2],
+                      [0, 0, 0, 3, 3]], np.int32)
+    assert _largest_pieces(cells).tolist() == [[1, 1, 0, 0, 2], [1, 1, 0, 0, 2], [0, 0, 0, 3, 3]]
+    assert _largest_pieces(cells[:, 3:]).tolist() == [[1, 2], [0, 2], [3, 3]]  # every cell in one piece
 
 
 def test_a_cell_without_a_nucleus_gets_a_seed_of_its_own(touching_squares):
