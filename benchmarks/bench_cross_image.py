@@ -38,6 +38,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from impartial import instances  # noqa: E402
 from impartial.baseline import RandomForestBaseline  # noqa: E402
 from impartial.calibrate import cells_show_stain, membrane_fills_cells  # noqa: E402
 from impartial.config import InstanceConfig, RunConfig, preset_config  # noqa: E402
@@ -122,6 +123,16 @@ def cells_of(predictions: list[Prediction], case: Case, config: InstanceConfig,
     return found
 
 
+def cells_untrimmed(predictions: list[Prediction], case: Case, config: InstanceConfig) -> list[np.ndarray]:
+    """:func:`cells_of` with no cell shedding its pixels dimmer than itself (the ablation of that step alone)."""
+    share = instances._OWN_STAIN_SHARE
+    instances._OWN_STAIN_SHARE = 0.0  # every pixel's stain reaches 0 times its cell's mean
+    try:
+        return cells_of(predictions, case, config)
+    finally:
+        instances._OWN_STAIN_SHARE = share
+
+
 # --- models -----------------------------------------------------------------------------------------------------
 
 def forest_rows(case: Case, run_config: RunConfig) -> dict[str, dict]:
@@ -173,6 +184,8 @@ def impartial_rows(case: Case, config: RunConfig, label: str, work: Path,
                 cells_of(predictions, case, dataclasses.replace(settings, membrane_fills_cells=False)), case),
             f"{label}, cells not kept to the stains": scores(
                 cells_of(predictions, case, dataclasses.replace(settings, cells_show_stain=False)), case),
+            f"{label}, kept to the stains but not trimmed cell by cell": scores(
+                cells_untrimmed(predictions, case, settings), case),
             f"ceiling: labels + {label}'s instance step": scores(
                 cells_of(predictions, case, settings, labelled_foreground=True), case)}
     if ablations:
