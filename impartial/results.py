@@ -5,7 +5,7 @@ still holds the device, so the page's first visitor waits for neither the MC-dro
 (on a shared server every session's page waits while they run). A kept prediction is used only for the
 checkpoints, the image file and the number of dropout passes it was made with, its cells only for the instance
 settings they were found with; anything else is computed afresh. The folder is a cache: a damaged or stale file is
-computed again, and the run's result files leave it out.
+computed again, the run's result files leave it out, and only a project's newest runs keep theirs (``KEPT_RUNS``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from .storage import write_npz
 
 log = logging.getLogger(__name__)
 
+# Runs of a project (newest first) whose kept results stay on disk: about 45 MB each for a 2048 x 2048 image.
+KEPT_RUNS = 5
 _PREDICTION_KEYS = ("class_counts", "class_names", "task_names", "class_segmentation", "class_segmentation_variance",
                     "entropy", "core_probability", "core_variance")
 
@@ -76,7 +79,17 @@ def prepare_results(run: Run, project: Project) -> str | None:
     if name is None or not run.checkpoints:
         return None
     project_segmentation(run, project, name, keep=True)
+    _forget_older_results(project, run)
     return name
+
+
+def _forget_older_results(project: Project, run: Run) -> None:
+    """Remove the kept results of all but the ``KEPT_RUNS`` newest runs that have some (and ``run``'s): a
+    cache must not grow with the project's history."""
+    keeping = [info.dir for info in project.runs() if (info.dir / PREDICTED_DIR).is_dir()]
+    for folder in keeping[KEPT_RUNS:]:
+        if folder != run.dir:
+            shutil.rmtree(folder / PREDICTED_DIR, ignore_errors=True)  # a page reading one computes it again
 
 
 def _path(run: Run, name: str) -> Path:

@@ -16,7 +16,14 @@ from impartial.jobs import JobManager
 from impartial.pipeline import segment_prediction
 from impartial.predict import Prediction, TaskPrediction
 from impartial.project import Project
-from impartial.results import kept_cells, kept_prediction, opening_image, prepare_results, project_segmentation
+from impartial.results import (
+    KEPT_RUNS,
+    kept_cells,
+    kept_prediction,
+    opening_image,
+    prepare_results,
+    project_segmentation,
+)
 from impartial.runs import Run, result_files
 
 WAIT_S = 120.0
@@ -121,3 +128,16 @@ def test_a_dashboard_training_ends_with_the_opening_image_predicted(tmp_path, mo
     assert job.state == "done"
     (run,) = Project(project.dir).runs()
     assert kept_prediction(Run.load(run.dir), project, project.images()[0]) is not None
+
+
+def test_only_the_newest_runs_keep_their_results(trained):
+    project, run = trained
+    older = [project.dir / "runs" / f"20200101-00000{index}-abcdef" for index in range(KEPT_RUNS + 1)]
+    for folder in older:
+        (folder / "predicted").mkdir(parents=True)
+        (folder / "predicted" / "tissue_1.npz").write_bytes(b"kept")
+    prepare_results(run, project)
+    assert (run.dir / "predicted").is_dir()
+    assert [folder.name for folder in older if (folder / "predicted").is_dir()] == \
+        [folder.name for folder in older[-(KEPT_RUNS - 1):]]  # with this run's, KEPT_RUNS in all
+    assert all(folder.is_dir() for folder in older)  # the runs themselves stay
