@@ -199,7 +199,7 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
 def _flooded_cells(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
                    config: InstanceConfig,
                    core_prob: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The seeded watershed of :func:`watershed_instances` on a cell probability already kept to the stains."""
+    """The seeded watershed of :func:`watershed_instances`, on the cell probability its stain gate left."""
     foreground = cell_prob > config.threshold
     if core_prob is not None and config.seeds == "core":
         return _core_seeded_instances(foreground, core_prob, nucleus_prob, config)
