@@ -181,7 +181,8 @@ def test_a_run_says_how_it_draws_borders_and_keeps_cells_to_the_stains(app_root)
                                                            "cells_show_stain": True}))
         captions = [element.value for element in results("demo", copy.name).caption]
         assert any("Its channel 'membrane' stains the inside of cells" in text for text in captions)
-        assert any("cells are kept to the stained pixels" in text for text in captions)
+        assert any("cells are kept to the stained pixels, each to those not much dimmer than itself" in text
+                   for text in captions)
     finally:
         assert images.wait_for_exports(timeout_s=60)
         shutil.rmtree(copy)

@@ -62,7 +62,8 @@ def threshold_note(run: Run, has_cores: bool) -> str:
         note += f". Its channel '{channel}' stains the inside of cells (thicker than the nuclei), so the watershed " \
                 "draws borders along its dark lines"
     if chosen.get("cells_show_stain"):
-        note += ". Its cell strokes lie where the cells' stains show, so cells are kept to the stained pixels"
+        note += ". Its cell strokes lie where the cells' stains show, so cells are kept to the stained pixels, " \
+                "each to those not much dimmer than itself"
     return note + "."
 
 
