@@ -191,9 +191,10 @@ def watershed_instances(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, 
     _check_inputs(cell_prob.shape, nucleus_prob, image, config, core_prob)
     if not (config.cells_show_stain and image is not None):
         return _flooded_cells(cell_prob, nucleus_prob, image, config, core_prob)
-    cell_prob = np.where(stained(image, config), cell_prob, 0).astype(np.float32)
+    stains = _smoothed_stains(image, config)  # smoothed once for the gate and the trim
+    cell_prob = np.where(_stained(stains, cell_prob.shape), cell_prob, 0).astype(np.float32)
     cells, nuclei = _flooded_cells(cell_prob, nucleus_prob, image, config, core_prob)
-    return _kept_to_own_stain(cells, nuclei, image, config)
+    return _kept_to_own_stain(cells, nuclei, stains, config.min_size)
 
 
 def _flooded_cells(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None, image: np.ndarray | None,
@@ -387,33 +388,32 @@ def _finish_labels(labels: np.ndarray, min_size: int, grow: int) -> np.ndarray:
     return kept.astype(np.int32)
 
 
-def _kept_to_own_stain(cells: np.ndarray, nuclei: np.ndarray | None, image: np.ndarray,
-                       config: InstanceConfig) -> tuple[np.ndarray, np.ndarray | None]:
+def _kept_to_own_stain(cells: np.ndarray, nuclei: np.ndarray | None, stains: list[np.ndarray],
+                       min_size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Each cell less its pixels whose stain is below ``_OWN_STAIN_SHARE`` of the cell's mean stain, unless
     the cell encloses them; cells left below ``min_size`` are dropped, ids renumbered 1..n (nuclei follow).
 
-    The stain is the nuclear plus the membrane channel, lightly smoothed, each over its 99th percentile.
+    The stain is the sum of the smoothed ``stains`` (:func:`_smoothed_stains`), each over its 99th percentile.
     """
-    stain = _stain_sum(image, config)
+    stain = _stain_sum(stains, cells.shape)
     flat = cells.ravel()
     mean_stain = np.bincount(flat, stain.ravel()) / np.maximum(np.bincount(flat), 1)
     inside = cells > 0
     kept = inside & (stain >= _OWN_STAIN_SHARE * mean_stain[cells])
     kept |= _enclosed(inside & ~kept, ~inside)
     trimmed = _largest_pieces(np.where(kept, cells, 0))
-    trimmed[np.bincount(trimmed.ravel())[trimmed] < config.min_size] = 0
+    trimmed[np.bincount(trimmed.ravel())[trimmed] < min_size] = 0
     renumbered, new_ids, _ = relabel_sequential(trimmed)
     if nuclei is not None:
         nuclei = new_ids[np.where(renumbered > 0, nuclei, 0)].astype(np.int32)
     return renumbered.astype(np.int32), nuclei
 
 
-def _stain_sum(image: np.ndarray, config: InstanceConfig) -> np.ndarray:
-    """(H, W) float32: the nuclear and membrane channels (those the config names), smoothed, each divided by its
-    99th percentile (taken on every ``_STAIN_STRIDE``-th row and column), summed."""
-    total = np.zeros(image.shape[1:], np.float32)
-    for channel in _stain_channels(image, config):
-        smoothed = _smoothed(image[channel])
+def _stain_sum(stains: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """(H, W) float32: the smoothed stains, each divided by its 99th percentile (taken on every
+    ``_STAIN_STRIDE``-th row and column), summed."""
+    total = np.zeros(shape, np.float32)
+    for smoothed in stains:
         top = np.percentile(smoothed[::_STAIN_STRIDE, ::_STAIN_STRIDE], 99)
         if top > 0:
             total += smoothed / np.float32(top)
@@ -423,7 +423,7 @@ def _stain_sum(image: np.ndarray, config: InstanceConfig) -> np.ndarray:
 def _largest_pieces(cells: np.ndarray) -> np.ndarray:
     """(H, W) labels: each cell's largest 4-connected piece (a trim can cut a cell in two; a cell is one region)."""
     pieces = label(cells, connectivity=1)  # regions of one id that touch
-    if pieces.max() == len(np.unique(cells)) - 1:
+    if pieces.max() == np.count_nonzero(np.bincount(cells.ravel())[1:]):  # as many pieces as cells
         return cells
     owner = np.zeros(pieces.max() + 1, cells.dtype)
     owner[pieces.ravel()] = cells.ravel()
@@ -453,22 +453,26 @@ def stained(image: np.ndarray, config: InstanceConfig) -> np.ndarray:
 
     Li's level, as for the nuclear seeds: it sits low enough to keep dim cells beside bright ones.
     """
-    channels = _stain_channels(image, config)
-    if not channels:
-        return np.ones(image.shape[1:], bool)
-    shown = np.zeros(image.shape[1:], bool)
-    for channel in channels:
-        smoothed = _smoothed(image[channel])
+    return _stained(_smoothed_stains(image, config), image.shape[1:])
+
+
+def _stained(stains: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """:func:`stained` from the smoothed stains (:func:`_smoothed_stains`); everywhere when there are none."""
+    if not stains:
+        return np.ones(shape, bool)
+    shown = np.zeros(shape, bool)
+    for smoothed in stains:
         sample = smoothed[::_STAIN_STRIDE, ::_STAIN_STRIDE]
         if sample.min() < sample.max():
             shown |= smoothed > _STAIN_GATE * threshold_li(sample)
     return shown
 
 
-def _stain_channels(image: np.ndarray, config: InstanceConfig) -> list[int]:
-    """The nuclear and membrane channels the config names that the (C, H, W) image has, in order."""
-    return sorted({channel for channel in (config.nuclear_channel, config.membrane_channel)
-                   if channel is not None and channel < image.shape[0]})
+def _smoothed_stains(image: np.ndarray, config: InstanceConfig) -> list[np.ndarray]:
+    """The nuclear and membrane channels the config names that the (C, H, W) image has, in order, smoothed."""
+    channels = sorted({channel for channel in (config.nuclear_channel, config.membrane_channel)
+                       if channel is not None and channel < image.shape[0]})
+    return [_smoothed(image[channel]) for channel in channels]
 
 
 def _check_map(probability: np.ndarray, name: str) -> None:
