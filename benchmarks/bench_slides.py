@@ -7,6 +7,7 @@ local worker processes: probabilities, variance, entropy, cells, the per-cell CS
 ``--run RUN``. Peak memory is each worker process's ``ru_maxrss`` after the slide (torch included).
 
     .venv/bin/python benchmarks/bench_slides.py [--sizes 8192] [--workers 1 2] [--chunk 1024] [--tiff]
+        [--run RUN] [--mcdrop N]
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def worker_peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(run: Path, slide: Path, workers: int, out: Path, chunk: int) -> dict[str, float]:
+def measure(run: Path, slide: Path, workers: int, out: Path, chunk: int,
+            mcdrop: int | None = None) -> dict[str, float]:
     from distributed import get_task_stream
 
     from impartial.slides import dask_client, open_slide, predict_slides
@@ -111,7 +113,8 @@ def measure(run: Path, slide: Path, workers: int, out: Path, chunk: int) -> dict
         client.wait_for_workers(workers)
         start = time.perf_counter()
         with get_task_stream(client) as stream:
-            results = predict_slides(client, run, [slide], out, chunk=chunk, threads=threads, progress=False)
+            results = predict_slides(client, run, [slide], out, chunk=chunk, mcdrop=mcdrop, threads=threads,
+                                     progress=False)
         seconds = time.perf_counter() - start
         if results[0].error:
             raise SystemExit(results[0].error)
@@ -152,6 +155,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--run", type=Path, help="a trained run (default: the quick preset trained briefly)")
     parser.add_argument("--train-minutes", type=float, default=0.5)
+    parser.add_argument("--mcdrop", type=int, help="MC-dropout passes per checkpoint (default: the run's)")
     parser.add_argument("--tiff", action="store_true", help="also the same slide as a pyramidal OME-TIFF")
     parser.add_argument("--keep", type=Path, help="write slides and outputs here (default: a temporary folder)")
     args = parser.parse_args()
@@ -162,7 +166,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     run = args.run or quick_run(folder, args.train_minutes)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, cuda {torch.cuda.is_available()}, run {run}, "
-          f"chunk {args.chunk}")
+          f"chunk {args.chunk}, MC-dropout passes per checkpoint {args.mcdrop or 'as the run'}")
     print(f"{'slide':>22} {'workers':>7} {'wall s':>8} {'Mpx/s':>7} {'cells':>8} {'peak MiB/worker':>15}")
     tiles = tissue_tiles()
     for size in args.sizes:
@@ -172,7 +176,7 @@ def main() -> None:
         for slide in slides:
             for workers in args.workers:
                 out = folder / f"out_{slide.name}_{workers}"
-                row = measure(run, slide, workers, out, args.chunk)
+                row = measure(run, slide, workers, out, args.chunk, args.mcdrop)
                 kind = "OME-TIFF" if slide.suffix == ".tif" else "OME-Zarr"
                 print(f"{size:>6} x {size:<6} {kind:>8} {workers:>7} {row['seconds']:>8.1f} {row['mpx_per_s']:>7.3f} "
                       f"{row['cells']:>8} {row['peak_mib']:>15.0f}", flush=True)
