@@ -214,11 +214,14 @@ def test_a_slide_without_cells_gets_a_table_of_its_columns_and_an_empty_feature_
     out = tmp_path / "out"
     shutil.copytree(predicted[0], out)
     job = make_job(open_slide(slide[0]), Run.load(run_dir), out, chunk=CHUNK, margin=MARGIN)
-    records = sorted(job.work.glob("cells_*.json"))
+    records = sorted(job.work.glob("measured_*.json"))
     assert len(records) == len(job.grid)
     columns = list(pd.read_csv(out / "tissue_cells.csv").columns)
     for record in records:
-        record.write_text(json.dumps({"table": {column: [] for column in columns}, "features": []}))
+        record.write_text(json.dumps({"cells": 0, "classes": []}))
+        record.with_name(record.name.replace("measured_", "cells_")).with_suffix(".csv").write_text(
+            ",".join(columns) + "\n")
+        record.with_name(record.name.replace("measured_", "cells_")).with_suffix(".geojson").write_text("")
     summary = finish_slide(job)
     assert summary["cells"] == 0
     assert (out / "tissue_cells.csv").read_text() == ",".join(columns) + "\n"
@@ -262,7 +265,8 @@ def test_a_rerun_after_lost_chunks_gives_identical_output(dropout_run_dir, slide
     # a worker lost midway: the records and zarr chunks of some tasks were never written
     work = out / "work" / "tissue"
     kept = {path.name: path.stat().st_mtime_ns for path in work.glob("*_*_*.*")}
-    lost = ["pieces_1_2.npz", "pieces_3_0.npz", "labels_2_2.json", "cells_0_1.json"]
+    lost = ["pieces_1_2.npz", "pieces_3_0.npz", "labels_2_2.json", "measured_0_1.json", "cells_0_1.csv",
+            "cells_0_1.geojson"]
     for name in lost:
         (work / name).unlink()
         del kept[name]
