@@ -648,7 +648,7 @@ def measure_chunk(job: SlideJob, row: int, column: int, offsets: Sequence[int]) 
     by commas), so the last task only joins text; the record keeps each cell's id and class for the labels'
     metadata.
     """
-    record = job.work / f"measured_{row}_{column}.json"
+    record = _measured_record(job, row, column)
     if record.exists():
         return
     import zarr
@@ -678,14 +678,20 @@ def measure_chunk(job: SlideJob, row: int, column: int, offsets: Sequence[int]) 
     write_text(_part(job, row, column, "csv"), table.to_csv(index=False))
     write_text(_part(job, row, column, "geojson"),
                ",".join(json.dumps(feature, separators=(",", ":")) for feature in features))
-    write_json(record, {"cells": len(table), "classes": [[int(cell_id), str(name)] for cell_id, name in
-                                                         zip(table.get("id", []), table.get("class", []),
-                                                             strict=True)]})
+    classes = [[int(cell_id), str(name)] for cell_id, name in zip(table.get("id", []), table.get("class", []),
+                                                                 strict=True)]
+    # compact: a chunk holds thousands of cells, and the last task reads every chunk's record
+    write_text(record, json.dumps({"cells": len(table), "classes": classes}, separators=(",", ":")))
 
 
 def _part(job: SlideJob, row: int, column: int, kind: Literal["csv", "geojson"]) -> Path:
     """A chunk's part of the slide's CSV or GeoJSON (see :func:`measure_chunk`)."""
     return job.work / f"cells_{row}_{column}.{kind}"
+
+
+def _measured_record(job: SlideJob, row: int, column: int) -> Path:
+    """The record :func:`measure_chunk` writes last: the chunk's cell count and each cell's id and class."""
+    return job.work / f"measured_{row}_{column}.json"
 
 
 def finish_slide(job: SlideJob) -> dict[str, Any]:
@@ -714,7 +720,7 @@ def finish_slide(job: SlideJob) -> dict[str, Any]:
                     geojson.write(("," if features_written else "") + first)
                     shutil.copyfileobj(part, geojson)
                     features_written = True
-            record = json.loads((job.work / f"measured_{row}_{column}.json").read_text())
+            record = json.loads(_measured_record(job, row, column).read_text())
             rows += record["cells"]
             if rows <= MAX_LABEL_PROPERTIES:
                 classes += record["classes"]

@@ -219,9 +219,9 @@ def test_a_slide_without_cells_gets_a_table_of_its_columns_and_an_empty_feature_
     columns = list(pd.read_csv(out / "tissue_cells.csv").columns)
     for record in records:
         record.write_text(json.dumps({"cells": 0, "classes": []}))
-        record.with_name(record.name.replace("measured_", "cells_")).with_suffix(".csv").write_text(
-            ",".join(columns) + "\n")
-        record.with_name(record.name.replace("measured_", "cells_")).with_suffix(".geojson").write_text("")
+        parts = record.with_name(record.name.replace("measured_", "cells_"))
+        parts.with_suffix(".csv").write_text(",".join(columns) + "\n")
+        parts.with_suffix(".geojson").write_text("")
     summary = finish_slide(job)
     assert summary["cells"] == 0
     assert (out / "tissue_cells.csv").read_text() == ",".join(columns) + "\n"
