@@ -4,11 +4,17 @@ import dataclasses
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
+from skimage.measure import label
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
 
 from impartial.config import InstanceConfig
 from impartial.errors import InputError
 from impartial.instances import (
+    _NUCLEUS_NECK,
     _largest_pieces,
+    _split_touching,
     choose_threshold,
     combine_class_probabilities,
     instances_from_probabilities,
@@ -197,6 +203,23 @@ def test_a_small_nucleus_pressed_against_a_larger_one_is_a_seed_of_its_own():
     cells, nuclei = watershed_instances(cell_prob, None, image, InstanceConfig(membrane_channel=None, grow=0))
     assert cells.max() == 2
     assert cells[20, 18] != cells[20, 32] and nuclei[20, 18] == cells[20, 18] and nuclei[20, 32] == cells[20, 32]
+
+
+def test_nuclei_split_group_by_group_as_over_the_whole_image():
+    # Random discs, many touching, some cut by the image's edge, one filling its corner: each group of nearby
+    # blobs is split in its own crop, and the labels must equal one h-maxima and one watershed over the image.
+    rng = np.random.default_rng(3)
+    rows, cols = np.mgrid[:120, :150]
+    blobs = np.zeros((120, 150), bool)
+    for row, col, radius in zip(rng.integers(-4, 124, 40), rng.integers(-4, 154, 40), rng.uniform(2, 9, 40),
+                                strict=True):
+        blobs |= (rows - row) ** 2 + (cols - col) ** 2 < radius ** 2
+    blobs[:12, :12] = True
+    distance = ndi.gaussian_filter(ndi.distance_transform_edt(blobs), 1.0)
+    whole = watershed(-distance, markers=label(h_maxima(distance, _NUCLEUS_NECK) & blobs, connectivity=2),
+                      mask=blobs)
+    assert whole.max() > label(blobs).max()  # touching discs were split at their necks
+    np.testing.assert_array_equal(_split_touching(blobs), whole)
 
 
 def test_compact_watershed_stops_halfway_where_no_border_shows():
