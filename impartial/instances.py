@@ -344,7 +344,8 @@ def _split_touching(blobs: np.ndarray) -> np.ndarray:
     distance = ndi.gaussian_filter(ndi.distance_transform_edt(blobs), 1.0)
     # The smoothed distance is exactly 0 a few px from every blob (the Gaussian's truncation), so each group of
     # nearby blobs it joins is independent of the others: handled group by group in its own crop, the result is
-    # the same as over the whole image, three times faster at 2048 x 2048 (skimage's h-maxima sorts every pixel).
+    # the same as over the whole image. skimage's h-maxima sorts every pixel it is given, so on Vectra tissue at
+    # 2048 x 2048 (852 groups) this is three times faster; nuclei crowded into a few large groups gain nothing.
     groups, _ = ndi.label(distance > 0)
     boxes = ndi.find_objects(groups)
     peaks = np.zeros(blobs.shape, bool)
