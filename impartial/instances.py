@@ -341,7 +341,7 @@ def _split_touching(blobs: np.ndarray) -> np.ndarray:
     Each blob is flooded from the peaks of its (lightly smoothed) distance transform that rise ``_NUCLEUS_NECK``
     above their surroundings, so two nuclei joined by a bridge narrower than either become two seeds.
     """
-    distance = ndi.gaussian_filter(ndi.distance_transform_edt(blobs), 1.0)
+    distance = ndi.gaussian_filter(ndi.distance_transform_edt(blobs).astype(np.float32), 1.0)
     # The smoothed distance is exactly 0 a few px from every blob (the Gaussian's truncation), so each group of
     # nearby blobs it joins is independent of the others: handled group by group in its own crop, the result is
     # the same as over the whole image. skimage's h-maxima sorts every pixel it is given, so on Vectra tissue at

@@ -215,7 +215,7 @@ def test_nuclei_split_group_by_group_as_over_the_whole_image():
                                 strict=True):
         blobs |= (rows - row) ** 2 + (cols - col) ** 2 < radius ** 2
     blobs[:12, :12] = True
-    distance = ndi.gaussian_filter(ndi.distance_transform_edt(blobs), 1.0)
+    distance = ndi.gaussian_filter(ndi.distance_transform_edt(blobs).astype(np.float32), 1.0)
     whole = watershed(-distance, markers=label(h_maxima(distance, _NUCLEUS_NECK) & blobs, connectivity=2),
                       mask=blobs)
     assert whole.max() > label(blobs).max()  # touching discs were split at their necks
