@@ -36,7 +36,7 @@ from impartial.results import kept_cells, kept_prediction
 from impartial.runs import Run, checkpoint_stamp, result_files
 
 from .display import ChannelDisplay
-from .render import composite, heat_picture, heatmap, outline, png_bytes
+from .render import composite, heat_picture, heatmap, outline, picture_step, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -312,9 +312,13 @@ def _outlined(run_dir: str, run_key: tuple[int, ...], project_dir: str, name: st
               display: ChannelDisplay, threshold: float, core_threshold: float, seeds: str, color: str,
               opacity: float, labels_stamp: int | None) -> bytes:
     found = _segmentation(run_dir, run_key, project_dir, name, stamp, threshold, core_threshold, seeds)
-    picture = outline(_composite(project_dir, name, stamp, display), found.cells, color, opacity)
+    composite = _composite(project_dir, name, stamp, display)
+    # at most MAX_PICTURE_SIDE a side, as the heat maps: at 2048 x 2048, outlining and encoding every pixel took
+    # a second per view, for a page column a third as wide
+    step = picture_step(composite.shape)
+    picture = outline(composite[::step, ::step], found.cells[::step, ::step], color, opacity)
     if labels_stamp is not None:
-        picture = outline(picture, Project(project_dir).load_labels(name), LABEL_OUTLINE, opacity)
+        picture = outline(picture, Project(project_dir).load_labels(name)[::step, ::step], LABEL_OUTLINE, opacity)
     return png_bytes(picture)
 
 

@@ -13,7 +13,7 @@ from plotly.colors import sample_colorscale
 from skimage.segmentation import find_boundaries
 
 MAX_HEATMAP_SIDE = 512  # plotly heat maps are downsampled to this side so the browser stays responsive
-MAX_PICTURE_SIDE = 1024  # heat-map pictures: finer than a page column shows, small enough to send to many sessions
+MAX_PICTURE_SIDE = 1024  # pictures on the pages: finer than a page column shows, small enough to send to many sessions
 LEGEND_GAP, LEGEND_HEIGHT = 6, 14  # px between a heat-map picture and its colour bar; the bar's height
 
 
@@ -98,11 +98,17 @@ def heat_picture(values: np.ndarray, vmax: float, colorscale: str) -> np.ndarray
     A picture draws in a fraction of the time a plotly heat map takes in the browser, which matters when many
     sessions open the Results page at once.
     """
-    step = max(1, int(np.ceil(max(values.shape) / MAX_PICTURE_SIDE)))
+    step = picture_step(values.shape)
     picture = colormap(values[::step, ::step], vmax, colorscale)
     legend = colour_bar(colorscale, LEGEND_HEIGHT, picture.shape[1])
     gap = np.zeros((LEGEND_GAP, picture.shape[1], 3), np.uint8)
     return np.concatenate([picture, gap, legend])
+
+
+def picture_step(shape: tuple[int, ...]) -> int:
+    """The subsampling step (every k-th pixel) that brings an image of ``shape`` (H, W, ...) to at most
+    ``MAX_PICTURE_SIDE`` pixels per side."""
+    return max(1, int(np.ceil(max(shape[:2]) / MAX_PICTURE_SIDE)))
 
 
 def blend(rgb: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
