@@ -20,6 +20,9 @@ All label images are (H, W) int32 with 0 = background and ids 1..n.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_li
@@ -34,6 +37,9 @@ from .errors import InputError
 # each with WINDOW_MARGIN pixels of context (more than a cell is wide), so its memory stays bounded.
 WINDOW = 2048
 WINDOW_MARGIN = 128
+# Windows found at once on a large image, each needing about 80 bytes per pixel (0.4 GB for a 2048 px window and
+# its margins): the bound keeps a many-core server's peak near 2 GB.
+MAX_WINDOW_THREADS = 4
 # Smoothing (pixels) of the image channels used for seeds and the watershed landscape: removes pixel noise only.
 _CHANNEL_SIGMA = 1.0
 # A distance-transform peak seeds its own cell only if it rises this many pixels above the saddle to its neighbour.
@@ -75,7 +81,8 @@ def instances_from_probabilities(cell_prob: np.ndarray, nucleus_prob: np.ndarray
     """Cells and nuclei with the method in ``config.method`` ('watershed' or 'threshold').
 
     An image larger than one ``window`` plus its margins is processed window by window (see
-    :func:`_instances_by_window`), which bounds the memory: the watershed needs about 80 bytes per pixel.
+    :func:`_instances_by_window`), which bounds the memory: the watershed needs about 80 bytes per pixel, and at most
+    ``MAX_WINDOW_THREADS`` windows are found at once.
 
     Args:
         cell_prob: (H, W) float probability of being inside a cell.
@@ -119,17 +126,26 @@ def _instances_by_window(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None,
     channel, the membrane's range) differ from the whole image's.
     """
     height, width = cell_prob.shape
+    corners = [(top, left) for top in range(0, height, window) for left in range(0, width, window)]
+
+    def context(top: int, left: int) -> tuple[slice, slice]:
+        return (slice(max(top - margin, 0), min(top + window + margin, height)),
+                slice(max(left - margin, 0), min(left + window + margin, width)))
+
+    def found(corner: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+        outer = context(*corner)
+        return _instances_in_one_piece(
+            cell_prob[outer], None if nucleus_prob is None else nucleus_prob[outer],
+            None if image is None else image[(slice(None), *outer)], config,
+            None if core_prob is None else core_prob[outer])
+
     cells = np.zeros((height, width), np.int32)
     nuclei: np.ndarray | None = None
     n_cells = 0
-    for top in range(0, height, window):
-        for left in range(0, width, window):
-            outer = (slice(max(top - margin, 0), min(top + window + margin, height)),
-                     slice(max(left - margin, 0), min(left + window + margin, width)))
-            piece_cells, piece_nuclei = _instances_in_one_piece(
-                cell_prob[outer], None if nucleus_prob is None else nucleus_prob[outer],
-                None if image is None else image[(slice(None), *outer)], config,
-                None if core_prob is None else core_prob[outer])
+    # windows are found in parallel (scipy's and skimage's filters and floods release the GIL) and joined in order
+    with ThreadPoolExecutor(max_workers=min(len(corners), _window_threads())) as pool:
+        for (top, left), (piece_cells, piece_nuclei) in zip(corners, pool.map(found, corners), strict=True):
+            outer = context(top, left)
             owned = _owned_ids(piece_cells, top - outer[0].start, left - outer[1].start, window)
             new_ids = np.zeros(int(piece_cells.max()) + 1, np.int32)
             new_ids[owned] = np.arange(n_cells + 1, n_cells + 1 + len(owned), dtype=np.int32)
@@ -146,6 +162,12 @@ def _instances_by_window(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None,
     present[0] = False
     consecutive = np.where(present, np.cumsum(present), 0).astype(np.int32)
     return consecutive[cells], None if nuclei is None else consecutive[nuclei]
+
+
+def _window_threads() -> int:
+    """Windows found at once: one per core this process may use, at most ``MAX_WINDOW_THREADS``."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(usable, MAX_WINDOW_THREADS))
 
 
 def _owned_ids(labels: np.ndarray, top: int, left: int, window: int) -> np.ndarray:
