@@ -20,8 +20,11 @@ All label images are (H, W) int32 with 0 = background and ids 1..n.
 
 from __future__ import annotations
 
+import collections
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -32,6 +35,9 @@ from skimage.segmentation import expand_labels, relabel_sequential, watershed
 
 from .config import CELL_CLASSES, NUCLEUS_CLASSES, InstanceConfig
 from .errors import InputError
+
+Item = TypeVar("Item")
+Found = TypeVar("Found")
 
 # Images with a side above WINDOW + 2 * WINDOW_MARGIN go through the instance step in windows of WINDOW pixels,
 # each with WINDOW_MARGIN pixels of context (more than a cell is wide), so its memory stays bounded.
@@ -142,20 +148,18 @@ def _instances_by_window(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None,
     cells = np.zeros((height, width), np.int32)
     nuclei: np.ndarray | None = None
     n_cells = 0
-    # windows are found in parallel (scipy's and skimage's filters and floods release the GIL) and joined in order
-    with ThreadPoolExecutor(max_workers=min(len(corners), _window_threads())) as pool:
-        for (top, left), (piece_cells, piece_nuclei) in zip(corners, pool.map(found, corners), strict=True):
-            outer = context(top, left)
-            owned = _owned_ids(piece_cells, top - outer[0].start, left - outer[1].start, window)
-            new_ids = np.zeros(int(piece_cells.max()) + 1, np.int32)
-            new_ids[owned] = np.arange(n_cells + 1, n_cells + 1 + len(owned), dtype=np.int32)
-            n_cells += len(owned)
-            relabelled = new_ids[piece_cells]
-            written = relabelled > 0
-            cells[outer][written] = relabelled[written]
-            if piece_nuclei is not None:
-                nuclei = np.zeros_like(cells) if nuclei is None else nuclei
-                nuclei[outer][written] = np.where(piece_nuclei > 0, relabelled, 0)[written]
+    for (top, left), (piece_cells, piece_nuclei) in zip(corners, _in_order(found, corners), strict=True):
+        outer = context(top, left)
+        owned = _owned_ids(piece_cells, top - outer[0].start, left - outer[1].start, window)
+        new_ids = np.zeros(int(piece_cells.max()) + 1, np.int32)
+        new_ids[owned] = np.arange(n_cells + 1, n_cells + 1 + len(owned), dtype=np.int32)
+        n_cells += len(owned)
+        relabelled = new_ids[piece_cells]
+        written = relabelled > 0
+        cells[outer][written] = relabelled[written]
+        if piece_nuclei is not None:
+            nuclei = np.zeros_like(cells) if nuclei is None else nuclei
+            nuclei[outer][written] = np.where(piece_nuclei > 0, relabelled, 0)[written]
     # a cell of one window may cover another's entirely where they overlap: close the gaps in the ids
     present = np.zeros(n_cells + 1, bool)
     present[cells] = True  # no np.unique: it would sort a copy of the whole image
@@ -164,10 +168,20 @@ def _instances_by_window(cell_prob: np.ndarray, nucleus_prob: np.ndarray | None,
     return consecutive[cells], None if nuclei is None else consecutive[nuclei]
 
 
-def _window_threads() -> int:
-    """Windows found at once: one per core this process may use, at most ``MAX_WINDOW_THREADS``."""
+def _in_order(work: Callable[[Item], Found], items: list[Item]) -> Iterator[Found]:
+    """``work(item)`` for each item, yielded in order, on one thread per core this process may use (at most
+    ``MAX_WINDOW_THREADS``: scipy's and skimage's filters and floods release the GIL); at most twice as many
+    results as threads are held before they are taken, so memory does not grow with the number of items."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(usable, MAX_WINDOW_THREADS))
+    threads = max(1, min(usable, MAX_WINDOW_THREADS, len(items)))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: collections.deque[Future[Found]] = collections.deque()
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) == 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _owned_ids(labels: np.ndarray, top: int, left: int, window: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Probabilities to instances on hand-made maps: touching squares, small objects, class combinations."""
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from skimage.measure import label
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from impartial import instances
 from impartial.config import InstanceConfig
 from impartial.errors import InputError
 from impartial.instances import (
@@ -343,3 +345,20 @@ def test_large_images_go_window_by_window_like_the_whole_image(nuclei_from):
     assert np.all((nuclei == 0) | (nuclei == cells))  # every nucleus carries its cell's id
     matched = match_instances(whole, cells).toarray() > 0.5
     assert matched.sum() >= 0.97 * max(whole.max(), cells.max())
+
+
+def test_window_results_come_in_order_and_few_wait(monkeypatch):
+    # later items finish first; results still come in order, and no item starts more than twice the thread
+    # count ahead of the one being taken (so a huge image's finished windows cannot pile up in memory)
+    monkeypatch.setattr(instances, "MAX_WINDOW_THREADS", 2)
+    started: list[int] = []
+
+    def work(item: int) -> int:
+        started.append(item)
+        time.sleep(0.2 if item == 0 else 0.0)  # the others could all be done while the first is found
+        return item * item
+
+    for taken, result in enumerate(instances._in_order(work, list(range(20)))):
+        assert result == taken * taken
+        assert max(started) < taken + 2 * 2 + 1
+    assert sorted(started) == list(range(20))
