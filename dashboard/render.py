@@ -105,10 +105,10 @@ def heat_picture(values: np.ndarray, vmax: float, colorscale: str) -> np.ndarray
     return np.concatenate([picture, gap, legend])
 
 
-def picture_step(shape: tuple[int, ...]) -> int:
-    """The subsampling step (every k-th pixel) that brings an image of ``shape`` (H, W, ...) to at most
-    ``MAX_PICTURE_SIDE`` pixels per side."""
-    return max(1, int(np.ceil(max(shape[:2]) / MAX_PICTURE_SIDE)))
+def picture_step(shape: tuple[int, ...], side: int | None = None) -> int:
+    """The subsampling step (every k-th pixel) that brings an image of ``shape`` (H, W, ...) to at most ``side``
+    pixels per side (``MAX_PICTURE_SIDE`` when None)."""
+    return max(1, int(np.ceil(max(shape[:2]) / (MAX_PICTURE_SIDE if side is None else side))))
 
 
 def blend(rgb: np.ndarray, overlay: np.ndarray, opacity: float) -> np.ndarray:
@@ -122,7 +122,7 @@ def heatmap(values: np.ndarray, title: str, zmax: float | None = None, colorscal
 
     Large maps are subsampled to at most ``MAX_HEATMAP_SIDE`` per side (every k-th pixel).
     """
-    step = max(1, int(np.ceil(max(values.shape) / MAX_HEATMAP_SIDE)))
+    step = picture_step(values.shape, MAX_HEATMAP_SIDE)
     shown = values[::step, ::step]
     rows, cols = np.arange(shown.shape[0]) * step, np.arange(shown.shape[1]) * step
     figure = go.Figure(go.Heatmap(z=shown, x=cols, y=rows, zmin=0.0, zmax=zmax, colorscale=colorscale))
