@@ -157,17 +157,31 @@ async def start_training(browser, url: str) -> None:
     await page.get_by_text("Epoch 1 /").first.wait_for(timeout=PAGE_TIMEOUT_MS)  # the tab stays open, refreshing
 
 
-async def results_session(browser, url: str, project: str, reruns: int) -> dict[str, list[float]]:
-    """Open the Results page, then move the threshold slider ``reruns`` times; times in s."""
+async def results_session(browser, url: str, project: str, reruns: int,
+                          navigate: bool = False) -> dict[str, list[float]]:
+    """Open the Results page, then move the threshold slider ``reruns`` times; times in s.
+
+    ``navigate``: load the app on the project's Dataset page first, then open Results from the sidebar, as a user
+    moving between pages does (the frontend is loaded once; the first render is the page switch alone)."""
     session = await new_session(browser)
     page = session.page
-    opened = time.perf_counter()
-    await page.goto(f"{url}/Results?project={project}")
+    if navigate:
+        loaded = time.perf_counter()
+        await page.goto(f"{url}/Dataset?project={project}")
+        await session.run_end(loaded)
+        opened = time.perf_counter()
+        await page.get_by_test_id("stSidebarNav").get_by_role("link", name="Results").click()
+        started = opened
+    else:
+        opened = time.perf_counter()
+        await page.goto(f"{url}/Results?project={project}")
     await page.get_by_role("heading", name=LAST_HEADING).wait_for()
     drawn = await session.run_end(opened)
     first_run_end = min(at for at in session.finished if at > opened)
-    times = {"first": [drawn - opened], "connected": [session.connected - opened],
-             "server": [first_run_end - session.connected], "rerun": []}
+    if not navigate:
+        started = session.connected
+    times = {"first": [drawn - opened], "connected": [started - opened],
+             "server": [first_run_end - started], "rerun": []}
     thumb = page.get_by_test_id("stSlider").first.get_by_role("slider")
     for _ in range(reruns):
         await thumb.focus()
@@ -179,7 +193,7 @@ async def results_session(browser, url: str, project: str, reruns: int) -> dict[
 
 
 async def measure(url: str, projects: list[str], reruns: int, training: bool,
-                  warm: bool) -> list[dict[str, list[float]]]:
+                  warm: bool, navigate: bool) -> list[dict[str, list[float]]]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
@@ -188,7 +202,8 @@ async def measure(url: str, projects: list[str], reruns: int, training: bool,
             await start_training(browser, url)
         if warm:
             await results_session(browser, url, projects[0], reruns=0)
-        results = await asyncio.gather(*(results_session(browser, url, name, reruns) for name in projects))
+        results = await asyncio.gather(*(results_session(browser, url, name, reruns, navigate)
+                                         for name in projects))
         await browser.close()
     return results
 
@@ -206,6 +221,8 @@ def main() -> None:
     parser.add_argument("--no-training", action="store_true", help="measure without a training running")
     parser.add_argument("--app-root", type=Path, default=ROOT, help="the checkout whose app.py is served")
     parser.add_argument("--warm", action="store_true", help="open the page once before the sessions")
+    parser.add_argument("--navigate", action="store_true",
+                        help="each session loads the app on the Dataset page, then opens Results from the sidebar")
     parser.add_argument("--control", action="store_true", help="serve a trivial Results page instead (the floor)")
     parser.add_argument("--unprepared", action="store_true",
                         help="no prediction kept when the run ends: the first visitor's page predicts it")
@@ -223,19 +240,22 @@ def main() -> None:
         server, url = start_dashboard(app_root, work / "data", work / "server.log", START_TIMEOUT_S, args.option,
                                       {"PYTHONPATH": str(app_root)})  # the served checkout's packages, not this one's
         try:
-            results = asyncio.run(measure(url, projects, args.reruns, not args.no_training, args.warm))
+            results = asyncio.run(measure(url, projects, args.reruns, not args.no_training, args.warm,
+                                         args.navigate))
         finally:
             stop_dashboard(server)
         errors = [line for line in (work / "server.log").read_text().splitlines() if "Traceback" in line]
     print(f"app {args.app_root}{' (control page)' if args.control else ''}, {args.sessions} sessions on "
           f"{'their own projects' if args.own_projects else 'one project'}"
-          f"{' (after one visit)' if args.warm else ''}, "
+          f"{' (after one visit)' if args.warm else ''}"
+          f"{', opened from the sidebar' if args.navigate else ''}, "
           f"{'no training' if args.no_training else 'a training running'}, {os.cpu_count()} CPUs"
           + (f", options {' '.join(args.option)}" if args.option else ""))
     for index, times in enumerate(results, 1):
         reruns = ", ".join(f"{value:.2f}" for value in times["rerun"])
-        print(f"session {index}: first render {times['first'][0]:.2f} s (connected after "
-              f"{times['connected'][0]:.2f} s, the server's script run {times['server'][0]:.2f} s); reruns {reruns} s")
+        opening = "from the sidebar click" if args.navigate else f"connected after {times['connected'][0]:.2f} s"
+        print(f"session {index}: first render {times['first'][0]:.2f} s ({opening}, the server's script run "
+              f"{times['server'][0]:.2f} s); reruns {reruns} s")
     print(summary("first render", [times["first"][0] for times in results]))
     print(summary("  of which the server's first script run", [times["server"][0] for times in results]))
     print(summary("rerun after a slider move", [value for times in results for value in times["rerun"]]))
