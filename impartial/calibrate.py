@@ -22,7 +22,7 @@ from .instances import choose_threshold, combine_class_probabilities, stained
 from .model import UNet
 from .predict import load_models, predict_with_models
 from .runs import Run
-from .scribbles import class_strokes
+from .scribbles import class_strokes, count_pieces
 from .separation import ValidationRegion, choose_seeds
 from .stainstrokes import fills_cells
 
@@ -123,13 +123,15 @@ def _bounding_box(mask: np.ndarray | None) -> tuple[slice, slice] | None:
 
 
 def _threshold_over(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], default: float) -> float:
-    """One threshold for all validation boxes (their pixels pooled); the default when a side has no strokes."""
+    """One threshold for all validation boxes (their pixels pooled, scores within one standard error of the best
+    counted as ties: see :func:`choose_threshold`); the default when a side has no strokes."""
     if not samples or not any(pos.any() for _, pos, _ in samples) or not any(neg.any() for _, _, neg in samples):
         return float(default)
     probability = np.concatenate([p.ravel() for p, _, _ in samples])
     positive = np.concatenate([pos.ravel() for _, pos, _ in samples])
     negative = np.concatenate([neg.ravel() for _, _, neg in samples])
-    return float(choose_threshold(probability, positive, negative))
+    strokes = (sum(count_pieces(pos) for _, pos, _ in samples), sum(count_pieces(neg) for _, _, neg in samples))
+    return float(choose_threshold(probability, positive, negative, strokes=strokes))
 
 
 def balanced_accuracy(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], threshold: float) -> float | None:

@@ -296,17 +296,24 @@ def combine_class_probabilities(class_probs: dict[str, np.ndarray]) -> tuple[np.
 
 
 def choose_threshold(probability: np.ndarray, positive: np.ndarray, negative: np.ndarray,
-                     candidates: np.ndarray = DEFAULT_CANDIDATES) -> float:
+                     candidates: np.ndarray = DEFAULT_CANDIDATES, strokes: tuple[int, int] | None = None) -> float:
     """The threshold that best separates positive from negative scribbles.
 
     Pixels count as foreground when ``probability > threshold`` (as in the instance step). The score is the
     balanced accuracy, (true positive rate + true negative rate) / 2, so a long background scribble does not
     outweigh a short cell scribble; ties go to the candidate closest to 0.5.
 
+    With ``strokes`` (how many strokes the positive and negative pixels come from), a candidate whose score is
+    within one standard error of the best counts as a tie. A stroke's pixels rise and fall together, so the
+    error is that of rates measured on that many strokes: ``sqrt(tpr (1 - tpr) / n_pos + tnr (1 - tnr) / n_neg) / 2``
+    at the candidate. A few held-out strokes otherwise pull the threshold to 0.95 for one background pixel
+    more below it, where the cells shrink apart.
+
     Args:
         probability: float array of any shape (e.g. (H, W)).
         positive, negative: bool arrays of the same shape marking the scribbled pixels of each side.
         candidates: thresholds to try.
+        strokes: (positive, negative) stroke counts, each at least 1; None: exact ties only.
 
     Returns:
         The chosen threshold.
@@ -322,8 +329,12 @@ def choose_threshold(probability: np.ndarray, positive: np.ndarray, negative: np
     # Fraction of values <= t for every candidate t, from one sort each.
     positives_below = np.searchsorted(positive_values, candidates, side="right") / positive_values.size
     negatives_below = np.searchsorted(negative_values, candidates, side="right") / negative_values.size
-    balanced_accuracy = ((1.0 - positives_below) + negatives_below) / 2
-    best = np.isclose(balanced_accuracy, balanced_accuracy.max())
+    positive_rate, negative_rate = 1.0 - positives_below, negatives_below
+    balanced_accuracy = (positive_rate + negative_rate) / 2
+    tolerance = 0.0 if strokes is None else np.sqrt(positive_rate * (1 - positive_rate) / max(strokes[0], 1)
+                                                    + negative_rate * (1 - negative_rate) / max(strokes[1], 1)) / 2
+    best = np.isclose(balanced_accuracy, balanced_accuracy.max()) | (
+        balanced_accuracy >= balanced_accuracy.max() - tolerance)
     distances = np.where(best, np.abs(candidates - _NEUTRAL_THRESHOLD), np.inf)
     return float(candidates[np.argmin(distances)])
 

@@ -326,6 +326,36 @@ def test_choose_threshold_balances_unequal_scribbles():
         choose_threshold(probability, positive, np.zeros(114, bool))
 
 
+def test_choose_threshold_treats_a_difference_within_a_few_strokes_noise_as_a_tie():
+    # 10 positive pixels at 0.97; 19 negative pixels at 0.1 and one at 0.9. Only t >= 0.9 separates them all
+    # (balanced accuracy 1); from 0.1 to 0.85 one negative pixel in 20 is above t: (1 + 0.95) / 2 = 0.975.
+    probability = np.concatenate([np.full(10, 0.97), np.full(19, 0.1), [0.9]])
+    positive = np.arange(30) < 10
+    assert choose_threshold(probability, positive, ~positive) == pytest.approx(0.9)
+    # Two strokes a side: at 0.5 the error is sqrt(0.95 * 0.05 / 2) / 2 = 0.077 > 1 - 0.975, a tie, nearest 0.5.
+    assert choose_threshold(probability, positive, ~positive, strokes=(2, 2)) == pytest.approx(0.5)
+    # 400 negative strokes: the error is sqrt(0.95 * 0.05 / 400) / 2 = 0.0054 < 0.025, so 0.9 stays best.
+    assert choose_threshold(probability, positive, ~positive, strokes=(10, 400)) == pytest.approx(0.9)
+
+
+def test_calibration_counts_the_held_out_strokes():
+    from impartial.calibrate import _threshold_over
+
+    # the pixels above drawn as one positive stroke and three negative ones: 0.5 is within their noise
+    probability, positive, negative = np.zeros((8, 8)), np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    positive[0, :8], positive[1, :2] = True, True
+    negative[3, :8], negative[4, :8], negative[6, :3], negative[6, 7] = True, True, True, True
+    probability[positive], probability[negative], probability[6, 7] = 0.97, 0.1, 0.9
+    assert _threshold_over([(probability, positive, negative)], default=0.3) == pytest.approx(0.5)
+    # 40 negative pixels apart from each other are 40 strokes, two of them at 0.9: the error at 0.5,
+    # sqrt(0.95 * 0.05 / 40) / 2 = 0.017, is below the difference 0.025, so 0.9 stays best
+    probability, positive, negative = np.zeros((20, 10)), np.zeros((20, 10), bool), np.zeros((20, 10), bool)
+    positive[0] = True
+    negative[4::2, ::2] = True
+    probability[positive], probability[negative], probability[4, :4:2] = 0.97, 0.1, 0.9
+    assert _threshold_over([(probability, positive, negative)], default=0.3) == pytest.approx(0.9)
+
+
 @pytest.mark.parametrize("nuclei_from", ["probability", "channel"])
 def test_large_images_go_window_by_window_like_the_whole_image(nuclei_from):
     from impartial.io import normalize_percentile
