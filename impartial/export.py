@@ -136,25 +136,32 @@ def save_label_tiff(path: str | Path, labels: np.ndarray) -> None:
         tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
 
 
-def save_roi_zip(path: str | Path, labels: np.ndarray) -> None:
+def save_roi_zip(path: str | Path, labels: np.ndarray, outlines: dict[int, np.ndarray] | None = None) -> None:
     """Atomically write one ImageJ traced-polygon ROI per cell of (H, W) ``labels``, named by its id, in id order.
 
     Outlines run along pixel edges, so :func:`impartial.io.read_roi_zip` (pixel inside when its centre is)
     gives the labels back exactly for cells without holes, also those with pieces or background notches that
     touch at a corner, up to renumbering when ids are not 1..N. Holes are filled; of a cell's pieces that share
-    no corner, only the largest group is written (see :func:`pixel_edge_outline`).
+    no corner, only the largest group is written (see :func:`pixel_edge_outline`). ``outlines``: the labels'
+    :func:`cell_outlines`, when the caller has them already.
     """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for index, window in enumerate(ndimage.find_objects(labels)):
-            if window is None:
-                continue
-            cell_id = index + 1
-            outline = pixel_edge_outline(labels[window] == cell_id) + (window[1].start, window[0].start)
+        for cell_id, outline in (cell_outlines(labels) if outlines is None else outlines).items():
             roi = roifile.ImagejRoi.frompoints(outline, name=str(cell_id))
             roi.roitype = roifile.ROI_TYPE.TRACED
             archive.writestr(f"{cell_id}.roi", roi.tobytes())
     write_bytes(path, buffer.getvalue())
+
+
+def cell_outlines(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Every cell's :func:`pixel_edge_outline` in (x, y) pixels of (H, W) ``labels``, by id in id order: traced
+    once for the ImageJ ROIs and the GeoJSON of the same cells."""
+    outlines = {}
+    for index, window in enumerate(ndimage.find_objects(labels)):
+        if window is not None:
+            outlines[index + 1] = pixel_edge_outline(labels[window] == index + 1) + (window[1].start, window[0].start)
+    return outlines
 
 
 def pixel_edge_outline(mask: np.ndarray) -> np.ndarray:
@@ -168,16 +175,20 @@ def pixel_edge_outline(mask: np.ndarray) -> np.ndarray:
     if not mask.any():
         raise ValueError("an empty mask has no outline")
     loops = [_corner_loop(contour) for contour in find_contours(_upsampled(mask), 0.5, fully_connected="low")]
-    outer = sorted((loop for loop in loops if _signed_area(loop) > 0), key=_signed_area, reverse=True)
+    areas = [_signed_area(loop) for loop in loops]
+    outer = [loops[index] for index in sorted(range(len(loops)), key=lambda index: -areas[index]) if areas[index] > 0]
     outline = _splice(outer)
-    turns = np.any(np.sign(outline - np.roll(outline, 1, axis=0)) != np.sign(np.roll(outline, -1, axis=0) - outline),
-                   axis=1)
+    step = np.sign(np.diff(outline, axis=0, prepend=outline[-1:]))  # from each point's predecessor to it
+    turns = np.any(step != np.roll(step, -1, axis=0), axis=1)
     return outline[turns]
 
 
 def _upsampled(mask: np.ndarray) -> np.ndarray:
     """The mask with every pixel doubled in both directions, padded by one background pixel."""
-    return np.pad(np.kron(mask.astype(np.float32), np.ones((2, 2), np.float32)), 1)
+    height, width = mask.shape
+    upsampled = np.zeros((2 * height + 2, 2 * width + 2), np.float32)
+    upsampled[1:-1, 1:-1] = mask.repeat(2, axis=0).repeat(2, axis=1)
+    return upsampled
 
 
 def _corner_loop(contour: np.ndarray) -> np.ndarray:
@@ -188,7 +199,7 @@ def _corner_loop(contour: np.ndarray) -> np.ndarray:
     """
     # padded upsampled index p lies at original coordinate (p - 0.5) / 2
     corners = np.rint((contour[:-1, ::-1] - 0.5) / 2).astype(np.int32)
-    return corners[np.any(corners != np.roll(corners, 1, axis=0), axis=1)]
+    return corners[np.any(np.diff(corners, axis=0, prepend=corners[-1:]) != 0, axis=1)]
 
 
 def _splice(loops: list[np.ndarray]) -> np.ndarray:
@@ -216,8 +227,8 @@ def _splice(loops: list[np.ndarray]) -> np.ndarray:
 
 def _signed_area(polygon: np.ndarray) -> float:
     """Shoelace area of an (M, 2) (x, y) polygon, positive for find_contours' outer outlines."""
-    x, y = polygon[:, 0], polygon[:, 1]
-    return float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2
+    x, y = polygon[:, 0].astype(np.float64), polygon[:, 1].astype(np.float64)
+    return float(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0]) / 2
 
 
 # --- QuPath GeoJSON --------------------------------------------------------------------------------
@@ -232,10 +243,14 @@ def cell_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
     shifted by ``offset`` = (row, column) of the mask's top-left pixel. A traced outline that touches itself at a
     corner is not a valid simple polygon; ``make_valid`` splits it there into a MultiPolygon of the same area.
     """
+    return _valid_polygon(pixel_edge_outline(mask) + np.array([offset[1], offset[0]]))
+
+
+def _valid_polygon(outline: np.ndarray):
+    """The shapely polygon of an (M, 2) (x, y) :func:`pixel_edge_outline`, split where it touches itself."""
     from shapely.geometry import MultiPolygon, Polygon
     from shapely.validation import make_valid
 
-    outline = pixel_edge_outline(mask) + np.array([offset[1], offset[0]])
     polygon = Polygon(outline.astype(float))
     if polygon.is_valid:
         return polygon
@@ -247,7 +262,8 @@ def cell_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
 
 
 def cell_features(labels: np.ndarray, table: pd.DataFrame | None = None, offset: tuple[int, int] = (0, 0),
-                  object_type: str = "cell", nuclei: np.ndarray | None = None) -> list[dict]:
+                  object_type: str = "cell", nuclei: np.ndarray | None = None,
+                  outlines: dict[int, np.ndarray] | None = None) -> list[dict]:
     """QuPath-compatible GeoJSON features, one per cell of (H, W) ``labels``, in id order.
 
     Each feature holds the cell's polygon (valid, in image pixels (x, y), shifted by ``offset`` = (row, column)
@@ -256,20 +272,22 @@ def cell_features(labels: np.ndarray, table: pd.DataFrame | None = None, offset:
     the cell's row in ``table`` (a :func:`cell_table`, matched by ``id``; its ``class`` names the classification).
     Without a table the class is "cell" and the measurements are the id and the area. With ``nuclei`` (labels
     holding each nucleus under its cell's id) a ``cell`` also gets its ``nucleusGeometry``, as QuPath writes it.
+    ``outlines``: the labels' :func:`cell_outlines`, when the caller has them already.
     """
     from shapely.geometry import mapping
 
     if object_type not in GEOJSON_OBJECT_TYPES:
         raise ValueError(f"objectType must be one of {', '.join(GEOJSON_OBJECT_TYPES)}, got '{object_type}'")
     rows = {} if table is None else {int(row["id"]): row for row in table.to_dict("records")}
+    outlines = cell_outlines(labels) if outlines is None else outlines
     features = []
     for index, window in enumerate(ndimage.find_objects(labels)):
         if window is None:
             continue
         cell_id = index + 1
         corner = (offset[0] + window[0].start, offset[1] + window[1].start)
-        mask = labels[window] == cell_id
-        row = rows.get(cell_id, {"id": cell_id, "class": "cell", "area": int(np.count_nonzero(mask))})
+        row = rows.get(cell_id) or {"id": cell_id, "class": "cell",
+                                    "area": int(np.count_nonzero(labels[window] == cell_id))}
         measurements = {key: _json_number(value) for key, value in row.items()
                         if key != "class" and isinstance(value, (int, float, np.integer, np.floating))}
         properties = {"objectType": object_type, "name": str(cell_id),
@@ -279,7 +297,7 @@ def cell_features(labels: np.ndarray, table: pd.DataFrame | None = None, offset:
             if nucleus.any():
                 properties["nucleusGeometry"] = mapping(cell_polygon(nucleus, corner))
         features.append({"type": "Feature", "id": str(cell_id),
-                         "geometry": mapping(cell_polygon(mask, corner)),
+                         "geometry": mapping(_valid_polygon(outlines[cell_id] + (offset[1], offset[0]))),
                          "properties": properties})
     return features
 

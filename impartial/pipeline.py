@@ -11,6 +11,7 @@ from .config import InstanceConfig
 from .export import (
     EXPORT_FORMATS,
     cell_features,
+    cell_outlines,
     cell_table,
     export_file_name,
     save_cell_csv,
@@ -70,6 +71,7 @@ def export_segmentation(out_dir: str | Path, name: str, image: np.ndarray, segme
     paths = {kind: out_dir / export_file_name(name, kind) for kind in EXPORT_FORMATS}
     if "npz" in formats:
         save_prediction_npz(paths["npz"], instances=segmentation.cells, nuclei=segmentation.nuclei, **arrays)
+    outlines = cell_outlines(segmentation.cells) if {"roi", "geojson"} & set(formats) else None
     if "csv" in formats or "geojson" in formats:
         table = cell_table(segmentation.cells, image, channel_names, uncertainty=segmentation.prediction.entropy(),
                            class_map=dominant_class_map(segmentation.prediction), class_names=arrays["class_names"],
@@ -77,9 +79,10 @@ def export_segmentation(out_dir: str | Path, name: str, image: np.ndarray, segme
         if "csv" in formats:
             save_cell_csv(paths["csv"], table)
         if "geojson" in formats:
-            save_geojson(paths["geojson"], cell_features(segmentation.cells, table, nuclei=segmentation.nuclei))
+            save_geojson(paths["geojson"], cell_features(segmentation.cells, table, nuclei=segmentation.nuclei,
+                                                           outlines=outlines))
     if "tiff" in formats:
         save_label_tiff(paths["tiff"], segmentation.cells)
     if "roi" in formats:
-        save_roi_zip(paths["roi"], segmentation.cells)
+        save_roi_zip(paths["roi"], segmentation.cells, outlines)
     return {key: path for key, path in paths.items() if key in formats}

@@ -68,3 +68,26 @@ def test_a_single_polygon_for_a_ring_shaped_cell():
     mask[2, 2] = False
     polygon = cell_polygon(mask, offset=(3, 4))
     assert polygon.is_valid and polygon.area == 25 and polygon.bounds == (4.0, 3.0, 9.0, 8.0)
+
+
+def test_outlines_traced_once_serve_the_rois_and_the_geojson(tmp_path, monkeypatch):
+    import zipfile
+
+    from impartial import export
+
+    labels = _labels()
+    outlines = export.cell_outlines(labels)
+    assert list(outlines) == [1, 2, 3]
+    assert sorted(map(tuple, outlines[1].tolist())) == [(1, 1), (1, 4), (5, 1), (5, 4)]  # x 1..5, y 1..4
+    expected = cell_features(labels, offset=(100, 200))
+    export.save_roi_zip(tmp_path / "traced.zip", labels)
+
+    def no_tracing(mask):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(export, "pixel_edge_outline", no_tracing)
+    assert cell_features(labels, offset=(100, 200), outlines=outlines) == expected
+    export.save_roi_zip(tmp_path / "given.zip", labels, outlines)
+    traced, given = zipfile.ZipFile(tmp_path / "traced.zip"), zipfile.ZipFile(tmp_path / "given.zip")
+    assert traced.namelist() == given.namelist()
+    assert all(traced.read(name) == given.read(name) for name in traced.namelist())
