@@ -49,8 +49,8 @@ def threshold_note(run: Run, has_cores: bool) -> str:
     if "threshold" not in chosen:
         return "This run has no validated thresholds yet (they are chosen when training ends): the sliders start " \
                "at the configured ones."
-    note = f"The run chose cell probability {chosen['threshold']:.2f} on held-out strokes (it separates the cell " \
-           "and background strokes best)"
+    note = f"The run chose cell probability {chosen['threshold']:.2f} on held-out strokes (of the thresholds that " \
+           "separate the cell and background strokes best, within what a few strokes can tell apart, the nearest 0.5)"
     if has_cores and chosen.get("seeds") == "nuclei":
         note += " and nuclei as the watershed's seeds, which fit the held-out strokes better than the cell cores " \
                 "(each stroke in one cell, no cell with two strokes)"
