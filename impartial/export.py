@@ -175,8 +175,8 @@ def pixel_edge_outline(mask: np.ndarray) -> np.ndarray:
     if not mask.any():
         raise ValueError("an empty mask has no outline")
     loops = [_corner_loop(contour) for contour in find_contours(_upsampled(mask), 0.5, fully_connected="low")]
-    areas = [_signed_area(loop) for loop in loops]
-    outer = [loops[index] for index in sorted(range(len(loops)), key=lambda index: -areas[index]) if areas[index] > 0]
+    by_area = sorted(((_signed_area(loop), loop) for loop in loops), key=lambda pair: -pair[0])
+    outer = [loop for area, loop in by_area if area > 0]
     outline = _splice(outer)
     step = np.sign(np.diff(outline, axis=0, prepend=outline[-1:]))  # from each point's predecessor to it
     turns = np.any(step != np.roll(step, -1, axis=0), axis=1)

@@ -395,16 +395,16 @@ def _split_touching(blobs: np.ndarray) -> np.ndarray:
     # 2048 x 2048 (852 groups) this is three times faster; nuclei crowded into a few large groups gain nothing.
     groups, _ = ndi.label(distance > 0)
     boxes = ndi.find_objects(groups)
+    owns = [groups[box] == index for index, box in enumerate(boxes, start=1)]  # each group's pixels in its crop
     peaks = np.zeros(blobs.shape, bool)
-    for index, box in enumerate(boxes, start=1):
+    for box, own in zip(boxes, owns, strict=True):
         # ringed by zeros, as in the whole image, even where the image's edge cuts the group (other groups in
         # the crop are apart from it by zeros as well, so they change none of its peaks)
         found = h_maxima(np.pad(distance[box], 1), _NUCLEUS_NECK)[1:-1, 1:-1].astype(bool)
-        peaks[box] |= found & blobs[box] & (groups[box] == index)
+        peaks[box] |= found & blobs[box] & own
     markers = label(peaks, connectivity=2)  # numbered over the whole image, as one h-maxima would
     split = np.zeros(blobs.shape, markers.dtype)
-    for index, box in enumerate(boxes, start=1):
-        own = groups[box] == index
+    for box, own in zip(boxes, owns, strict=True):
         flooded = watershed(-distance[box], markers=np.where(own, markers[box], 0), mask=blobs[box] & own)
         split[box] = np.where(own, flooded, split[box])
     return split
