@@ -69,8 +69,9 @@ ESTIMATE_HELP = ("Measured, not guessed: the patches per second of the newest ea
 # (label, config field, help): on/off settings, drawn as checkboxes in the "Advanced" expander
 SWITCHES = [
     ("Start from the pretrained cell prior", "train.prior",
-     "Start from weights pretrained on synthetic tissue (shipped with ImPartial) when some fit this network and it "
-     "has the cell-core output; otherwise, or off, from random weights."),
+     "Start from weights pretrained on synthetic tissue (shipped with ImPartial) when they fit this network (its "
+     "channels, depth and width); otherwise, or off, from random weights. With a few strokes it steadies the "
+     "first runs (README)."),
     ("Learn to separate touching cells (cell-core output)", "separation",
      "Experimental: one more output, each cell's core, learned from the strokes; the run then picks cores or "
      "nuclei as seeds on its held-out strokes. On unseen Vectra tissue it scored below the default (README)."),

@@ -34,6 +34,7 @@ from .synthetic import SyntheticTissue, make_tissue
 
 PRIOR_DIR = Path(__file__).parent / "priors"
 HEAD_PREFIX = "head."
+CORE_OUTPUTS = 1  # the separation output's channels, the last of the prior's output layer
 
 
 def prior_path(config: RunConfig) -> Path:
@@ -45,13 +46,17 @@ def prior_path(config: RunConfig) -> Path:
 def prior_weights(config: RunConfig, device: torch.device) -> dict[str, torch.Tensor] | None:
     """The prior's weights that fit this run's network (all, or all but the output layer), or None.
 
-    Loaded with ``weights_only=True``. None when no prior was built for this shape or the run has no separation
-    output (the prior's body learned to feed one).
+    Loaded with ``weights_only=True``. None when no prior was built for this shape. A run without the separation
+    output takes the output layer's task rows and leaves the cell-core row out: the prior's outputs are its tasks'
+    followed by the core's, as a run's are.
     """
     path = prior_path(config)
-    if not config.separation or not path.exists():
+    if not path.exists():
         return None
     weights = load_weights(path, device)
+    if not config.separation:
+        weights = {name: value[:-CORE_OUTPUTS] if name.startswith(HEAD_PREFIX) else value
+                   for name, value in weights.items()}
     expected = build_model(config).state_dict()
     fitting = {name: value.float() for name, value in weights.items()
                if name in expected and expected[name].shape == value.shape}

@@ -64,10 +64,21 @@ def test_a_run_with_other_tasks_takes_the_body_but_not_the_output_layer(tiny_pri
     assert set(taken) == {name for name in weights if not name.startswith("head.")}
 
 
-def test_no_prior_for_another_shape_or_without_separation(tiny_prior):
-    config, _ = tiny_prior
+def test_no_prior_for_another_shape(tiny_prior):
     assert prior_weights(tiny_config(separation=True, **{"model.base": 4}), CPU) is None
-    assert prior_weights(dataclasses.replace(config, separation=False), CPU) is None
+
+
+def test_a_run_without_separation_takes_the_task_rows_of_the_output_layer(tiny_prior):
+    # The prior's output layer is [task outputs | core logit]: without separation the last row is left out.
+    config, weights = tiny_prior
+    without = dataclasses.replace(config, separation=False)
+    taken = prior_weights(without, CPU)
+    assert set(taken) == set(weights)
+    head = weights["head.weight"].half().float()
+    assert taken["head.weight"].shape[0] == without.n_outputs == head.shape[0] - 1
+    assert torch.equal(taken["head.weight"], head[:-1])
+    assert torch.equal(taken["head.bias"], weights["head.bias"].half().float()[:-1])
+    build_model(without).load_state_dict(taken)  # every weight fits
 
 
 def test_training_starts_from_the_prior_unless_switched_off(tiny_prior, tmp_path):
@@ -85,8 +96,10 @@ def test_training_starts_from_the_prior_unless_switched_off(tiny_prior, tmp_path
     assert not torch.allclose(checkpoint["head.weight"], weights["head.weight"].half().float(), atol=1e-3)
 
 
-def test_the_shipped_prior_fits_the_quick_preset_with_separation():
-    config = preset_config("quick", separation=True)
+@pytest.mark.parametrize("separation", [True, False])
+def test_the_shipped_prior_fits_the_quick_preset(separation):
+    config = preset_config("quick", separation=separation)
     assert prior_path(config) == prior_path(prior_config())
     taken = prior_weights(config, CPU)
     assert taken is not None and set(taken) == set(build_model(config).state_dict())
+    build_model(config).load_state_dict(taken)
