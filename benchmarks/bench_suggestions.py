@@ -12,6 +12,10 @@ an unlabelled cell would be drawn as background.
     .venv/bin/python benchmarks/bench_suggestions.py --quick          # the demo only, a few minutes
     .venv/bin/python benchmarks/bench_suggestions.py --vectra ../shared/data/vectra [--skip-demo]
 
+Beside the mean curves the table gives the paired difference (suggested - random, the same seed) with its standard
+error over seeds, and ``--noise-floor K`` retrains the start strokes of each seed with K other training seeds: the
+spread of one training on the same strokes, against which a difference between the strategies is to be read.
+
 Ends with ``suggested: N strokes to reach F1 F; random: M strokes`` (F: the random strategy's final score).
 """
 
@@ -137,6 +141,29 @@ def strategy(name: str, data: Dataset, config: RunConfig, start: np.ndarray, rou
     return rows
 
 
+def noise_floor(data: Dataset, config: RunConfig, start: np.ndarray, repeats: int, work: Path) -> list[float]:
+    """Scores of the start strokes trained ``repeats`` times, each with another training seed (patches, blind
+    spots, initial weights) than the strategies' own."""
+    val_box = validation_box(start, config.train.val_fraction)
+    work.mkdir(parents=True)
+    scores = []
+    for offset in range(1, repeats + 1):
+        reseeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=config.train.seed + offset))
+        run = fine_tune(reseeded, data, start, val_box, work, None)
+        scores.append(score_on(data, [segment(run, image).cells for image, _ in data.targets]))
+    return scores
+
+
+def paired_differences(suggested: list[list[tuple[int, float, float]]],
+                       random: list[list[tuple[int, float, float]]]) -> list[tuple[float, float]]:
+    """Per row, the mean over seeds of (suggested - random) and its standard error (0 with one seed)."""
+    differences = np.array([[s[1] - r[1] for s, r in zip(rows_s, rows_r, strict=True)]
+                            for rows_s, rows_r in zip(suggested, random, strict=True)])  # (seeds, rows)
+    errors = (differences.std(axis=0, ddof=1) / np.sqrt(len(differences)) if len(differences) > 1
+              else np.zeros(differences.shape[1]))
+    return list(zip(differences.mean(axis=0).tolist(), errors.tolist(), strict=True))
+
+
 def strokes_to_reach(rows: list[tuple[int, float, float]], target: float) -> int | None:
     return next((strokes for strokes, f1, _ in rows if f1 >= target), None)
 
@@ -150,16 +177,19 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per round")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeats (start strokes, random points)")
+    parser.add_argument("--noise-floor", type=int, default=0, metavar="K",
+                        help="retrain each seed's start strokes with K other training seeds")
     args = parser.parse_args()
     rounds = args.rounds or (4 if args.quick else 8)
     epochs = args.epochs or (4 if args.quick else 8)
     config = preset_config("quick")
-    config.train = dataclasses.replace(config.train, epochs=epochs, nsaves=1, patches_per_epoch=128, prior=False)
+    config.train = dataclasses.replace(config.train, epochs=epochs, nsaves=1, patches_per_epoch=128)
     started = time.perf_counter()
     summary = []
     makers = [] if args.skip_demo and args.vectra else [demo_dataset]
     for make in makers + ([lambda seed: vectra_dataset(args.vectra)] if args.vectra and not args.quick else []):
         runs = {"suggested": [], "random": []}
+        floor = []
         for seed in args.seeds:
             data = make(seed)
             start, _ = sparse_scribbles(data.cells, n_cells=3, n_background=2, seed=seed)
@@ -169,14 +199,25 @@ def main() -> None:
                 for name in runs:
                     runs[name].append(strategy(name, data, config, start, rounds, args.per_round, seed,
                                                Path(folder) / name))
+                if args.noise_floor:
+                    scores = [runs["random"][-1][0][1], *noise_floor(data, config, start, args.noise_floor,
+                                                                     Path(folder) / "noise")]
+                    print(f"  the start strokes, {len(scores)} training seeds: {data.measure} "
+                          + ", ".join(f"{score:.3f}" for score in scores), flush=True)
+                    floor.append(float(np.std(scores, ddof=1)))
         mean = {name: [(rows[0][0], float(np.mean([r[1] for r in rows])), float(np.mean([r[2] for r in rows])))
                        for rows in zip(*results, strict=True)] for name, results in runs.items()}
         print(f"\n{data.name}, mean over seeds {args.seeds}")
-        print(f"| strokes | suggested {data.measure} | random {data.measure} | forest (suggested strokes) | "
-              "forest (random) |")
-        print("|---|---|---|---|---|")
-        for (strokes, f1_s, forest_s), (_, f1_r, forest_r) in zip(mean["suggested"], mean["random"], strict=True):
-            print(f"| {strokes} | {f1_s:.3f} | {f1_r:.3f} | {forest_s:.3f} | {forest_r:.3f} |")
+        print(f"| strokes | suggested {data.measure} | random {data.measure} | suggested - random (se) | "
+              "forest (suggested strokes) | forest (random) |")
+        print("|---|---|---|---|---|---|")
+        for (strokes, f1_s, forest_s), (_, f1_r, forest_r), (difference, error) in zip(
+                mean["suggested"], mean["random"], paired_differences(runs["suggested"], runs["random"]), strict=True):
+            print(f"| {strokes} | {f1_s:.3f} | {f1_r:.3f} | {difference:+.3f} ({error:.3f}) | {forest_s:.3f} | "
+                  f"{forest_r:.3f} |")
+        if floor:
+            print(f"one training's spread on the same strokes (sd over {args.noise_floor + 1} training seeds, mean "
+                  f"over scribble seeds): {data.measure} {np.mean(floor):.3f}")
         target = mean["random"][-1][1]
         summary.append((data.name, data.measure, strokes_to_reach(mean["suggested"], target), target,
                         mean["random"][-1][0], strokes_to_reach(mean["random"], target)))
