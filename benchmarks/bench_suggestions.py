@@ -177,13 +177,15 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs per round")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeats (start strokes, random points)")
+    parser.add_argument("--prior", action="store_true", help="start from the pretrained prior (train.prior)")
     parser.add_argument("--noise-floor", type=int, default=0, metavar="K",
                         help="retrain each seed's start strokes with K other training seeds")
     args = parser.parse_args()
     rounds = args.rounds or (4 if args.quick else 8)
     epochs = args.epochs or (4 if args.quick else 8)
     config = preset_config("quick")
-    config.train = dataclasses.replace(config.train, epochs=epochs, nsaves=1, patches_per_epoch=128)
+    config.train = dataclasses.replace(config.train, epochs=epochs, nsaves=1, patches_per_epoch=128,
+                                       prior=args.prior)
     started = time.perf_counter()
     summary = []
     makers = [] if args.skip_demo and args.vectra else [demo_dataset]

@@ -70,8 +70,8 @@ ESTIMATE_HELP = ("Measured, not guessed: the patches per second of the newest ea
 SWITCHES = [
     ("Start from the pretrained cell prior", "train.prior",
      "Start from weights pretrained on synthetic tissue (shipped with ImPartial) when they fit this network (its "
-     "channels, depth and width); otherwise, or off, from random weights. With a few strokes it steadies the "
-     "first runs (README)."),
+     "channels, depth and width); otherwise, or off, from random weights. On tissue like the synthetic demo it "
+     "steadies runs from a few strokes; on real Vectra tissue it scored slightly lower (README)."),
     ("Learn to separate touching cells (cell-core output)", "separation",
      "Experimental: one more output, each cell's core, learned from the strokes; the run then picks cores or "
      "nuclei as seeds on its held-out strokes. On unseen Vectra tissue it scored below the default (README)."),

@@ -1,9 +1,10 @@
 """A prior for what cells look like: the network pretrained on varied synthetic tissue, shipped with the package.
 
-With a handful of strokes the scribbles alone cannot teach where one touching cell ends and the next begins. Every
-run therefore starts (``train.prior``) from weights pretrained on synthetic tissue with complete ground truth:
+With a handful of strokes the scribbles alone cannot teach where one touching cell ends and the next begins. A run
+with ``train.prior`` therefore starts from weights pretrained on synthetic tissue with complete ground truth:
 membrane, cytoplasm and nuclear stains of many levels, touching cells of many sizes and shapes, stroma nuclei,
-noise and uneven illumination. The scribbles then adapt it to the user's images.
+noise and uneven illumination. The scribbles then adapt it to the user's images. It is off by default: tissue like
+the synthetic one gains from it, real Vectra tissue did not (README).
 
 The weights are rebuilt, reproducibly, by ``scripts/build_prior.py`` (see :func:`pretrain`) and live in
 ``impartial/priors/``, one file per network shape (channels, depth, base). A run whose task outputs differ from the

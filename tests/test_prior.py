@@ -81,10 +81,10 @@ def test_a_run_without_separation_takes_the_task_rows_of_the_output_layer(tiny_p
     build_model(without).load_state_dict(taken)  # every weight fits
 
 
-def test_training_starts_from_the_prior_unless_switched_off(tiny_prior, tmp_path):
+def test_training_starts_from_the_prior_when_switched_on(tiny_prior, tmp_path):
     # With a vanishing learning rate the checkpoint keeps its starting weights.
     config, weights = tiny_prior
-    config = tiny_config(separation=True, **{"train.lr": 1e-12, "train.epochs": 1})
+    config = tiny_config(separation=True, **{"train.lr": 1e-12, "train.epochs": 1, "train.prior": True})
     dataset = scribbled_images(config)
     started = Run.load(Trainer(config, dataset, tmp_path / "with").run().dir)
     checkpoint = torch.load(started.checkpoints[0], weights_only=True, map_location="cpu")
