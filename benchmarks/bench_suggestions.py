@@ -84,6 +84,11 @@ def score_on(data: Dataset, cells: list[np.ndarray]) -> float:
     return tp / max(tp + fn, 1) if data.partial else 2 * tp / max(2 * tp + fp + fn, 1)
 
 
+def run_score(data: Dataset, run: Run) -> float:
+    """:func:`score_on` the cells the run finds in the unseen images."""
+    return score_on(data, [segment(run, image).cells for image, _ in data.targets])
+
+
 def forest_score(data: Dataset, scribbles: np.ndarray) -> float:
     forest = RandomForestBaseline().fit([data.image], [scribbles], n_classes=1)
     config = InstanceConfig(threshold=0.5)
@@ -127,16 +132,14 @@ def strategy(name: str, data: Dataset, config: RunConfig, start: np.ndarray, rou
     val_box = validation_box(start, config.train.val_fraction)
     work.mkdir(parents=True)
     run = fine_tune(config, data, scribbles, val_box, work, None)
-    rows = [(drawn, score_on(data, [segment(run, image).cells for image, _ in data.targets]),
-             forest_score(data, scribbles))]
+    rows = [(drawn, run_score(data, run), forest_score(data, scribbles))]
     for _ in range(rounds):
         points = (suggested_points(run, data, scribbles, per_round) if name == "suggested"
                   else random_points(data, per_round, rng))
         scribbles |= strokes_at(data.cells, points)
         drawn += len(points)
         run = fine_tune(config, data, scribbles, val_box, work, run)
-        rows.append((drawn, score_on(data, [segment(run, image).cells for image, _ in data.targets]),
-                     forest_score(data, scribbles)))
+        rows.append((drawn, run_score(data, run), forest_score(data, scribbles)))
         print(f"  {name}: {drawn} strokes, {data.measure} {rows[-1][1]:.3f} (forest {rows[-1][2]:.3f})", flush=True)
     return rows
 
@@ -150,7 +153,7 @@ def noise_floor(data: Dataset, config: RunConfig, start: np.ndarray, repeats: in
     for offset in range(1, repeats + 1):
         reseeded = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=config.train.seed + offset))
         run = fine_tune(reseeded, data, start, val_box, work, None)
-        scores.append(score_on(data, [segment(run, image).cells for image, _ in data.targets]))
+        scores.append(run_score(data, run))
     return scores
 
 
@@ -202,8 +205,8 @@ def main() -> None:
                     runs[name].append(strategy(name, data, config, start, rounds, args.per_round, seed,
                                                Path(folder) / name))
                 if args.noise_floor:
-                    scores = [runs["random"][-1][0][1], *noise_floor(data, config, start, args.noise_floor,
-                                                                     Path(folder) / "noise")]
+                    start_score = runs["random"][-1][0][1]  # the strategies' own training of the start strokes
+                    scores = [start_score, *noise_floor(data, config, start, args.noise_floor, Path(folder) / "noise")]
                     print(f"  the start strokes, {len(scores)} training seeds: {data.measure} "
                           + ", ".join(f"{score:.3f}" for score in scores), flush=True)
                     floor.append(float(np.std(scores, ddof=1)))
